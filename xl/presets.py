@@ -1,0 +1,82 @@
+"""The three scales of the book, defined once.
+
+`smoke` runs in seconds (tests), `lab` on a laptop CPU on the Bible corpus
+(the default), `paper` with the paper's Hugging Face models on a GPU.
+Notebooks take a `preset` parameter and read everything else from here;
+any key can be overridden with `xl run NOTEBOOK -p key=value`.
+"""
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+
+from xl.errors import XLError
+
+LAB_LANGUAGES = ["en", "de", "fr", "es", "ru", "ar", "hi", "tr", "vi", "zh"]
+PAPER_MODELS = {
+    "mBERT": "bert-base-multilingual-cased",
+    "XLM-R": "xlm-roberta-base",
+    "mBART": "facebook/mbart-large-50",
+    "NLLB 600M": "facebook/nllb-200-distilled-600M",
+    "mBART m2m": "facebook/mbart-large-50-many-to-many-mmt",
+    "mBART m2o": "facebook/mbart-large-50-many-to-one-mmt",
+    "mBART o2m": "facebook/mbart-large-50-one-to-many-mmt",
+}
+LAB_MODELS = ["lab-mlm", "lab-dae", "lab-m2m", "lab-m2o", "lab-o2m", "lab-mt"]
+
+PRESETS: dict[str, dict] = {
+    "smoke": dict(
+        description="seconds, for tests: 4 languages, 3 books, tiny models",
+        corpus="bible",
+        languages=["en", "de", "ru", "zh"],
+        books=[1, 19, 43],
+        vocab_size=2000,
+        tokenizer_verses_per_language=2000,
+        analysis_verses=64,
+        models=LAB_MODELS,
+        seed=0,
+    ),
+    "lab": dict(
+        description="a laptop CPU, offline: 10 languages of the Bible corpus, small models trained here",
+        corpus="bible",
+        languages=LAB_LANGUAGES,
+        books=None,
+        vocab_size=8000,
+        tokenizer_verses_per_language=12000,
+        analysis_verses=1000,
+        models=LAB_MODELS,
+        seed=0,
+    ),
+    "paper": dict(
+        description="a GPU with internet (Colab): the paper's Hugging Face models, FLORES-200 and XGLUE",
+        corpus="flores",
+        languages=["en", "de", "fr", "es", "ru", "ar", "hi", "tr", "vi", "zh", "sw", "th", "el", "bg", "ur"],
+        books=None,
+        vocab_size=None,
+        tokenizer_verses_per_language=None,
+        analysis_verses=1000,
+        models=list(PAPER_MODELS.values()),
+        seed=0,
+    ),
+}
+
+
+def config(preset: str = "lab", **overrides) -> dict:
+    """The parameters of a preset, with `overrides` (None means: keep the preset's value)."""
+    if preset not in PRESETS:
+        raise XLError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    cfg = copy.deepcopy(PRESETS[preset])
+    for key, value in overrides.items():
+        if key not in cfg:
+            raise XLError(f"unknown parameter {key!r} for preset {preset!r}; known: {', '.join(cfg)}")
+        if value is not None:
+            cfg[key] = value
+    cfg["preset"] = preset
+    return cfg
+
+
+def table() -> pd.DataFrame:
+    """All presets side by side (what `xl presets` prints)."""
+    keys = list(dict.fromkeys(k for p in PRESETS.values() for k in p))
+    return pd.DataFrame({name: [p.get(k) for k in keys] for name, p in PRESETS.items()}, index=keys)
