@@ -41,3 +41,8 @@ def results_dir(preset: str) -> Path:
 def data_file(name: str) -> Path:
     """A small committed data file (language table, the paper's tables)."""
     return PACKAGE_ROOT / "data" / name if (PACKAGE_ROOT / "data" / name).exists() else root() / "data" / name
+
+
+def model_dir(preset: str, name: str) -> Path:
+    """Folder of a lab model trained under a preset (written by xl.training with save_pretrained)."""
+    return cache_dir("models", preset) / name
