@@ -85,3 +85,12 @@ def fertility(tokenizer, texts) -> dict:
     n_chars = sum(len(t.replace(" ", "")) for t in texts)
     return {"pieces_per_verse": n_pieces / len(texts), "words_per_verse": n_words / len(texts),
             "pieces_per_word": n_pieces / n_words, "pieces_per_char": n_pieces / n_chars}
+
+
+def hub_tokenizers(model_ids) -> dict:
+    """The tokenizers of hub models, by id (paper preset; needs the Hugging Face Hub)."""
+    from transformers import AutoTokenizer
+
+    from xl import hub
+    hub.require("the paper models' tokenizers", "Run the paper preset where the hub is reachable (e.g. Colab).")
+    return {mid: AutoTokenizer.from_pretrained(mid) for mid in model_ids}

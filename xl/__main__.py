@@ -1,0 +1,5 @@
+import sys
+
+from xl.cli import main
+
+sys.exit(main())

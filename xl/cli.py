@@ -1,0 +1,73 @@
+"""The `xl` command line: run one notebook, build the book, show presets, manage caches."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from xl import presets, runner
+from xl.errors import XLError
+
+
+def _print(*args, **kwargs):
+    print(*args, **kwargs, file=sys.stderr)
+
+
+def cmd_run(args) -> None:
+    result = runner.run(args.notebook, args.preset, runner.parse_params(args.param), force=args.force)
+    _print(f"{result.name}: {result.status} ({result.seconds:.1f}s) -> {runner.executed_path(args.preset, result.name)}")
+
+
+def cmd_book(args) -> None:
+    start = time.perf_counter()
+    results = runner.run_all(args.preset, force=args.force, log=_print)
+    html = None if args.no_html else runner.build_html(args.preset)
+    _print("\nsummary")
+    for r in results:
+        _print(f"  {r.name:<20} {r.status:<7} {r.seconds:8.1f}s")
+    _print(f"  {'total':<28} {time.perf_counter() - start:8.1f}s")
+    if html:
+        _print(f"book: {html / 'index.html'}")
+
+
+def cmd_presets(args) -> None:
+    with __import__("pandas").option_context("display.max_colwidth", 60, "display.width", 200):
+        print(presets.table().to_string())
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xl", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    preset = dict(default="lab", help="smoke, lab (default) or paper; see `xl presets`")
+
+    r = sub.add_parser("run", help="execute one notebook of notebooks/")
+    r.add_argument("notebook", help="notebook name, e.g. corpus")
+    r.add_argument("--preset", **preset)
+    r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a notebook parameter or preset key, value in YAML (repeatable)")
+    r.add_argument("--force", action="store_true", help="re-execute even if nothing changed")
+    r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("book", help="execute all chapters in _toc.yml order and build the HTML book")
+    b.add_argument("--preset", **preset)
+    b.add_argument("--force", action="store_true", help="re-execute every chapter")
+    b.add_argument("--no-html", action="store_true", help="execute the chapters only")
+    b.set_defaults(func=cmd_book)
+
+    s = sub.add_parser("presets", help="print the presets and their parameters")
+    s.set_defaults(func=cmd_presets)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except XLError as err:
+        _print(f"xl: error: {err}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
