@@ -36,6 +36,16 @@ PRESETS: dict[str, dict] = {
         analysis_verses=64,
         models=LAB_MODELS,
         seed=0,
+        transfer_tasks=["genre", "xref", "retrieval"],  # xl.tasks (lab) or xl.xglue (paper) names
+        transfer_seeds=[0],
+        transfer_train_size=64,  # English training examples (None: all)
+        transfer_dev_size=32,  # English dev examples for epoch selection
+        transfer_eval_size=32,  # test examples per language
+        transfer_epochs=1,
+        transfer_lr=1e-3,
+        transfer_batch_size=16,
+        transfer_max_length=64,
+        xglue_dir=None,  # a local copy of XGLUE's release (xglue_full_dataset), else the hub
     ),
     "lab": dict(
         description="a laptop CPU, offline: 10 languages of the Bible corpus, small models trained here",
@@ -47,6 +57,16 @@ PRESETS: dict[str, dict] = {
         analysis_verses=1000,
         models=LAB_MODELS,
         seed=0,
+        transfer_tasks=["genre", "xref", "retrieval"],
+        transfer_seeds=[0, 1, 2],
+        transfer_train_size=2000,
+        transfer_dev_size=350,
+        transfer_eval_size=500,
+        transfer_epochs=3,
+        transfer_lr=1e-4,
+        transfer_batch_size=32,
+        transfer_max_length=96,
+        xglue_dir=None,
     ),
     "paper": dict(
         description="a GPU with internet (Colab): the paper's Hugging Face models, FLORES-200 and XGLUE",
@@ -58,6 +78,16 @@ PRESETS: dict[str, dict] = {
         analysis_verses=1000,
         models=list(PAPER_MODELS.values()),
         seed=0,
+        transfer_tasks=["NC", "XNLI", "PAWS-X", "QAM", "QADSM", "WPR", "NER", "POS"],
+        transfer_seeds=[0, 1, 2],
+        transfer_train_size=None,
+        transfer_dev_size=None,
+        transfer_eval_size=None,
+        transfer_epochs=3,
+        transfer_lr=2e-5,
+        transfer_batch_size=32,
+        transfer_max_length=128,
+        xglue_dir=None,
     ),
 }
 
