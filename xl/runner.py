@@ -167,11 +167,23 @@ def _execute(source: Path, out: Path, parameters: dict, pending: Path) -> None:
                         progress_bar=sys.stderr.isatty(), cwd=str(paths.root() / "notebooks"),
                     )
                 except papermill.PapermillExecutionError as err:
-                    raise XLError(f"notebook {source.stem!r} failed in cell {err.exec_count} "
+                    cell = _source_cell_number(nb, err.cell_index)
+                    raise XLError(f"notebook {source.stem!r} failed in code cell {cell} "
                                   f"({_first_line(err.source)}): {err.ename}: {err.evalue}") from None
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def _source_cell_number(nb, index: int) -> int:
+    """The failing cell's number among the code cells of notebooks/<name>.md.
+
+    `index` counts the executed notebook's cells, where papermill injected one after `parameters`.
+    """
+    tags = [c.get("metadata", {}).get("tags", []) for c in nb.cells]
+    params = next(i for i, t in enumerate(tags) if "parameters" in t)
+    index = index - 1 if index > params else index
+    return sum(c.cell_type == "code" for c in nb.cells[: index + 1])
 
 
 def _first_line(text: str) -> str:

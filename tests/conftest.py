@@ -1,0 +1,34 @@
+"""Shared fixtures: an isolated cache for the whole session, and a throwaway copy of the book."""
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """Keep tests away from the user's data/cache; share it across tests (tokenizers, models)."""
+    path = tmp_path_factory.mktemp("xl-cache")
+    old = os.environ.get("XL_CACHE")
+    os.environ["XL_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("XL_CACHE", None)
+    else:
+        os.environ["XL_CACHE"] = old
+
+
+@pytest.fixture
+def book_root(tmp_path, monkeypatch):
+    """A copy of the book's sources (no results, no build) that XL_ROOT points at."""
+    root = tmp_path / "book"
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(REPO / name, root / name) if root.exists() else (root.mkdir(), shutil.copy(REPO / name, root / name))
+    for name in ("book", "notebooks", "data"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("cache", "chapters", "*.ipynb"))
+    monkeypatch.setenv("XL_ROOT", str(root))
+    monkeypatch.delenv("XL_RESULTS", raising=False)
+    return root

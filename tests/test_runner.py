@@ -1,0 +1,136 @@
+"""The runner: caching, failures that leave nothing half-written, parameters, the CLI."""
+import json
+
+import pytest
+
+from xl import cli, runner
+from xl.errors import XLError
+
+HEADER = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+"""
+OK = HEADER + """
+```{code-cell} ipython3
+:tags: [parameters]
+preset = "lab"
+overrides = {}
+rows = 3
+```
+
+```{code-cell} ipython3
+import pandas as pd
+import xl
+from xl.results import Store
+cfg = xl.config(preset, **overrides)
+Store(preset).write("toy", pd.DataFrame({"i": range(rows), "langs": [",".join(cfg["languages"])] * rows}))
+```
+"""
+FAIL = HEADER + """
+```{code-cell} ipython3
+:tags: [parameters]
+preset = "lab"
+```
+
+```{code-cell} ipython3
+import pandas as pd
+from xl.results import Store
+Store(preset).write("broken", pd.DataFrame({"i": [1]}))
+```
+
+```{code-cell} ipython3
+raise ValueError("boom")
+```
+"""
+
+
+@pytest.fixture
+def toy(book_root):
+    (book_root / "notebooks" / "toy.md").write_text(OK)
+    (book_root / "notebooks" / "broken.md").write_text(FAIL)
+    return book_root
+
+
+def test_runs_once_then_uses_the_cache(toy):
+    first = runner.run("toy", "smoke")
+    assert first.status == "ran"
+    table = toy / "results" / "smoke" / "toy.csv"
+    assert table.read_text().count("\n") == 4
+    executed = json.loads(runner.executed_path("smoke", "toy").read_text())
+    assert any("injected-parameters" in c["metadata"].get("tags", []) for c in executed["cells"])
+    assert runner.run("toy", "smoke").status == "cached"
+    assert runner.run("toy", "smoke", force=True).status == "ran"
+
+
+def test_changed_inputs_rerun(toy):
+    runner.run("toy", "smoke")
+    assert runner.run("toy", "smoke", {"rows": 5}).status == "ran"
+    assert (toy / "results" / "smoke" / "toy.csv").read_text().count("\n") == 6
+    assert runner.run("toy", "smoke", {"rows": 5}).status == "cached"
+    path = toy / "notebooks" / "toy.md"
+    path.write_text(path.read_text() + "\n% a new comment\n")
+    assert runner.run("toy", "smoke", {"rows": 5}).status == "ran"
+    # Each preset keeps its own executed notebook and tables.
+    assert runner.run("toy", "lab", {"rows": 5}).status == "ran"
+    assert runner.run("toy", "smoke", {"rows": 5}).status == "cached"
+
+
+def test_preset_overrides_reach_the_notebook(toy):
+    runner.run("toy", "smoke", {"languages": ["en", "de"]})
+    assert "en,de" in (toy / "results" / "smoke" / "toy.csv").read_text()
+
+
+def test_failure_names_the_cell_and_leaves_nothing_behind(toy):
+    results = toy / "results" / "smoke"
+    with pytest.raises(XLError, match=r"'broken' failed in code cell 3 \(raise ValueError.*ValueError: boom"):
+        runner.run("broken", "smoke")
+    assert not (results / "broken.csv").exists(), "a failed notebook's table was kept"
+    assert not runner.executed_path("smoke", "broken").exists()
+    assert not [p for p in results.rglob("*") if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_failure_keeps_the_previous_good_results(toy):
+    runner.run("toy", "smoke")
+    before = (toy / "results" / "smoke" / "toy.csv").read_text()
+    path = toy / "notebooks" / "toy.md"
+    path.write_text(path.read_text().replace("range(rows)", "range(rows // 0)"))
+    with pytest.raises(XLError, match="ZeroDivisionError"):
+        runner.run("toy", "smoke")
+    assert (toy / "results" / "smoke" / "toy.csv").read_text() == before
+
+
+def test_bad_input(toy):
+    with pytest.raises(XLError, match="no notebook named 'nope'; available: .*toy"):
+        runner.run("nope", "smoke")
+    with pytest.raises(XLError, match="unknown preset 'huge'"):
+        runner.run("toy", "huge")
+    with pytest.raises(XLError, match="unknown parameter 'colour'"):
+        runner.run("toy", "smoke", {"colour": "red"})
+    with pytest.raises(XLError, match="'rows' must be a int"):
+        runner.run("toy", "smoke", {"rows": "many"})
+    with pytest.raises(XLError, match="'languages' must be a list"):
+        runner.run("toy", "smoke", {"languages": "en"})
+    with pytest.raises(XLError, match="key=value"):
+        runner.parse_params(["rows"])
+    assert runner.parse_params(["rows=4", "languages=[en, fr]", "x=0.5"]) == \
+        {"rows": 4, "languages": ["en", "fr"], "x": 0.5}
+
+
+def test_cli_reports_errors_cleanly(toy, capsys):
+    assert cli.main(["run", "nope", "--preset", "smoke"]) == 2
+    assert "xl: error: no notebook named 'nope'" in capsys.readouterr().err
+    assert cli.main(["run", "toy", "--preset", "smoke", "-p", "rows=2"]) == 0
+    assert cli.main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "smoke" in out and "lab" in out and "paper" in out and "languages" in out
+
+
+def test_toc_order(toy):
+    assert runner.toc_notebooks()[0] == "corpus"
