@@ -134,3 +134,25 @@ def test_cli_reports_errors_cleanly(toy, capsys):
 
 def test_toc_order(toy):
     assert runner.toc_notebooks()[0] == "corpus"
+
+
+def test_manifest_records_each_run(toy):
+    runner.run("toy", "smoke", {"rows": 2})
+    runner.run("toy", "smoke", {"rows": 2})
+    manifest = json.loads((toy / "results" / "smoke" / "manifest.json").read_text())
+    assert manifest["notebooks"]["toy"]["status"] == "cached"
+    assert manifest["parameters"]["languages"] == ["en", "de", "ru", "zh"] and manifest["seed"] == 0
+    assert manifest["versions"]["torch"].startswith("2.13")
+    assert len(manifest["data_checksums"]["bible.db"]) == 64
+    assert manifest["device"].startswith(("cpu", "cuda"))
+
+
+def test_cache_command_shows_and_clears(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XL_CACHE", str(tmp_path / "c"))
+    (tmp_path / "c" / "reps").mkdir(parents=True)
+    (tmp_path / "c" / "reps" / "a.npy").write_bytes(b"x" * 2048)
+    assert cli.main(["cache"]) == 0
+    assert "reps" in capsys.readouterr().out
+    assert cli.main(["cache", "--clear", "nothing"]) == 2
+    assert cli.main(["cache", "--clear", "reps"]) == 0
+    assert not (tmp_path / "c" / "reps").exists() and "2.0 KB" in capsys.readouterr().err

@@ -35,6 +35,14 @@ def cmd_presets(args) -> None:
         print(presets.table().to_string())
 
 
+def cmd_cache(args) -> None:
+    from xl import cache
+    if args.clear is not None:
+        freed = cache.clear(args.clear or None)
+        _print(f"cleared {cache.human(freed)} from {cache.root()}")
+    print(cache.table().to_string(index=False))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xl", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -53,6 +61,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="re-execute every chapter")
     b.add_argument("--no-html", action="store_true", help="execute the chapters only")
     b.set_defaults(func=cmd_book)
+
+    c = sub.add_parser("cache", help="show the caches' sizes (XL_CACHE moves them), or clear them")
+    c.add_argument("--clear", nargs="?", const="", default=None, metavar="NAME",
+                   help="clear one cache (e.g. models, reps) or, without NAME, all of them")
+    c.set_defaults(func=cmd_cache)
 
     s = sub.add_parser("presets", help="print the presets and their parameters")
     s.set_defaults(func=cmd_presets)

@@ -20,7 +20,7 @@ import jupytext
 import papermill
 import yaml
 
-from xl import corpus, io, paths, presets
+from xl import corpus, io, manifest, paths, presets
 from xl.errors import XLError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -138,6 +138,7 @@ def run(name: str, preset: str = "lab", params: dict | None = None, force: bool 
     out = executed_path(preset, name)
     key_file = out.with_suffix(".key")
     if not force and out.is_file() and key_file.is_file() and key_file.read_text() == key:
+        manifest.record(preset, name, "cached", 0.0, parameters)
         return RunResult(name, "cached", 0.0)
     start = time.perf_counter()
     pending = Path(tempfile.mkdtemp(prefix=f".pending-{name}-", dir=paths.results_dir(preset)))
@@ -148,7 +149,9 @@ def run(name: str, preset: str = "lab", params: dict | None = None, force: bool 
         io.write_text(key, key_file)
     finally:
         shutil.rmtree(pending, ignore_errors=True)
-    return RunResult(name, "ran", time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    manifest.record(preset, name, "ran", seconds, parameters)
+    return RunResult(name, "ran", seconds)
 
 
 def _execute(source: Path, out: Path, parameters: dict, pending: Path) -> None:
