@@ -1,0 +1,225 @@
+"""xl.models on tiny random models of each architecture, saved with lab tokenizers and loaded by path.
+
+Tokenizers: XLM-R and mBART-50 ones from the smoke lab SentencePiece; BERT a WordPiece
+BertTokenizer from a small vocabulary list; M2M100 an NllbTokenizer built from the lab
+pieces (it is a BPE without merges, so it splits words into characters) with the NLLB
+codes of the smoke languages only.
+"""
+import time
+
+import numpy as np
+import pytest
+import torch
+from transformers import (BertConfig, BertForMaskedLM, BertTokenizer, M2M100Config,
+                          M2M100ForConditionalGeneration, MBartConfig, MBartForConditionalGeneration,
+                          NllbTokenizer, XLMRobertaConfig, XLMRobertaForMaskedLM)
+
+import xl
+from xl import hub, models, paths, tokenizer as lab_tokenizer
+from xl.errors import XLError
+
+TEXTS = ["In the beginning was the Word, and the Word was with God.",
+         "Jesus wept.",
+         "And the light shineth in darkness; and the darkness comprehended it not.",
+         "He came unto his own, and his own received him not.",
+         "There was a man sent from God, whose name was John.",
+         "Amen."]
+H, LAYERS = 32, 2
+ARCHS = ["bert", "xlmr", "mbart", "m2m100"]
+ENCODER_CLASS = {"bert": "BertModel", "xlmr": "XLMRobertaModel", "mbart": "MBartEncoder", "m2m100": "M2M100Encoder"}
+SMOKE_NLLB = ["eng_Latn", "deu_Latn", "rus_Cyrl", "zho_Hans"]
+
+
+def _bert_tokenizer():
+    words = sorted({w for t in TEXTS for w in t.replace(",", " ").replace(".", " ").replace(";", " ").split()})
+    chars = sorted({c for t in TEXTS for c in t if not c.isspace()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + chars + ["##" + c for c in chars]
+    return BertTokenizer(vocab={w: i for i, w in enumerate(dict.fromkeys(vocab))}, do_lower_case=False)
+
+
+def _nllb_tokenizer(cfg):
+    pieces, charsmap = lab_tokenizer._pieces(lab_tokenizer.spm_path(cfg))
+    vocab = {s: i for i, s in enumerate(["<s>", "<pad>", "</s>", "<unk>"])}
+    for piece, _ in pieces:
+        vocab.setdefault(piece, len(vocab))
+    return NllbTokenizer(vocab=vocab, _spm_precompiled_charsmap=charsmap, extra_special_tokens=SMOKE_NLLB)
+
+
+def _seq2seq(config_cls, tok):
+    return config_cls(vocab_size=len(tok), d_model=H, encoder_layers=LAYERS, decoder_layers=1,
+                      encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                      decoder_ffn_dim=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+
+
+def _build(arch, cfg):
+    torch.manual_seed(0)
+    enc_args = dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=2, intermediate_size=64,
+                    max_position_embeddings=130)
+    if arch == "bert":
+        tok = _bert_tokenizer()
+        return BertForMaskedLM(BertConfig(vocab_size=len(tok), **enc_args)), tok
+    if arch == "xlmr":
+        tok = lab_tokenizer.xlmr_tokenizer(cfg)
+        return XLMRobertaForMaskedLM(XLMRobertaConfig(vocab_size=len(tok), pad_token_id=1, **enc_args)), tok
+    if arch == "mbart":
+        tok = lab_tokenizer.mbart_tokenizer(cfg)
+        return MBartForConditionalGeneration(_seq2seq(MBartConfig, tok)), tok
+    tok = _nllb_tokenizer(cfg)
+    return M2M100ForConditionalGeneration(_seq2seq(M2M100Config, tok)), tok
+
+
+def _save(arch, folder):
+    model, tok = _build(arch, xl.config("smoke"))
+    model.eval().save_pretrained(folder)
+    tok.model_max_length = 128
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    return {arch: _save(arch, tmp_path_factory.mktemp(arch)) for arch in ARCHS}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XL_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def encoders(folders):
+    return {arch: models.load_encoder(str(folder), device="cpu") for arch, folder in folders.items()}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_shape_and_pooled_values_match_a_manual_masked_mean(encoders, arch):
+    enc = encoders[arch]
+    assert type(enc.model).__name__ == ENCODER_CLASS[arch]
+    assert (enc.num_layers, enc.hidden_size) == (LAYERS, H)
+    assert enc.lang_scheme == {"mbart": "mbart", "m2m100": "nllb"}.get(arch)
+    reps = enc.encode(TEXTS, "en", cache=False)
+    assert reps.shape == (LAYERS + 1, len(TEXTS), H) and reps.dtype == np.float32
+    # One sentence, no padding: every layout here is <s>/[CLS]/lang-code, pieces, </s>/[SEP].
+    batch = enc.tokenize(TEXTS[:1], "en")
+    with torch.inference_mode():
+        states = enc.model(**{k: batch[k] for k in ("input_ids", "attention_mask")},
+                           output_hidden_states=True).hidden_states
+        if arch in ("mbart", "m2m100"):
+            # The last layer by hand, without the final layer norm that transformers applied to states[-1].
+            last = enc.model.layers[-1](states[-2], None)
+            last = last[0] if isinstance(last, tuple) else last
+            assert not np.allclose(reps[-1, 0], states[-1][0, 1:-1].mean(0).numpy(), atol=1e-3)
+            states = states[:-1] + (last,)
+    manual = np.stack([h[0, 1:-1].mean(0).numpy() for h in states])
+    np.testing.assert_allclose(reps[:, 0], manual, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_independent_of_batch_size_and_sentence_order(encoders, arch):
+    enc = encoders[arch]
+    whole = enc.encode(TEXTS, "de", batch_size=64, cache=False)
+    one_by_one = np.concatenate([enc.encode([t], "de", cache=False) for t in TEXTS], axis=1)
+    perm = [3, 0, 5, 1, 4, 2]
+    shuffled = enc.encode([TEXTS[i] for i in perm], "de", batch_size=2, cache=False)
+    np.testing.assert_allclose(whole, one_by_one, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(whole[:, perm], shuffled, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(whole[:, 0], whole[:, 1])  # sentences do differ
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_pool_mask_keeps_only_real_tokens(encoders, arch):
+    enc = encoders[arch]
+    texts = ["Jesus wept.", TEXTS[0]]
+    batch = enc.tokenize(texts, "de")
+    mask = enc.pool_mask(batch)
+    plain = enc.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    assert mask.dtype == torch.float32
+    assert mask.sum(1).tolist() == [len(p) for p in plain]
+    for row, pieces in enumerate(plain):  # the kept ids are exactly the sentence's pieces
+        assert batch["input_ids"][row][mask[row].bool()].tolist() == pieces
+    if enc.lang_scheme:
+        code = xl.languages.code("de", enc.lang_scheme)
+        assert batch["input_ids"][0, 0].item() == enc.tokenizer.convert_tokens_to_ids(code)
+    assert mask[0, batch["attention_mask"][0] == 0].sum() == 0  # padding of the short sentence
+
+
+def test_language_code_changes_the_representation(encoders):
+    enc = encoders["mbart"]
+    assert not np.allclose(enc.encode(TEXTS, "en", cache=False), enc.encode(TEXTS, "de", cache=False))
+
+
+def test_cache_hit_reuses_the_array_without_running_the_model(encoders, monkeypatch):
+    enc = encoders["xlmr"]
+    first = enc.encode(TEXTS, "en")
+    assert len(list(paths.cache_dir("reps").glob("*.npy"))) == 1
+
+    def broken(*args, **kwargs):
+        raise AssertionError("model ran on a cache hit")
+
+    monkeypatch.setattr(enc.model, "forward", broken)
+    np.testing.assert_array_equal(enc.encode(TEXTS, "en"), first)
+    with pytest.raises(AssertionError, match="model ran"):
+        enc.encode(TEXTS[:3], "en")  # other texts: a miss
+    with pytest.raises(AssertionError, match="model ran"):
+        enc.encode(TEXTS, "en", cache=False)
+
+
+def test_cache_key_follows_the_model_folder(folders, tmp_path):
+    a = models.load_encoder(str(folders["bert"]), device="cpu")
+    other = _save("bert", tmp_path / "other")  # same architecture, other weights file
+    b = models.load_encoder(str(other), device="cpu")
+    assert a.fingerprint != b.fingerprint
+    assert a._cache_path(TEXTS, "en", 256) != b._cache_path(TEXTS, "en", 256)
+    assert a._cache_path(TEXTS, "en", 256) != a._cache_path(TEXTS, "de", 256)
+
+
+def test_out_of_memory_halves_the_batch_and_continues(encoders, monkeypatch, capsys):
+    enc = encoders["mbart"]
+    expected = enc.encode(TEXTS, "en", cache=False)
+    forward = enc.model.forward
+
+    def small_memory(*args, **kwargs):
+        if kwargs["input_ids"].shape[0] > 2:
+            raise torch.OutOfMemoryError("tiny device")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(enc.model, "forward", small_memory)
+    np.testing.assert_allclose(enc.encode(TEXTS, "en", batch_size=8, cache=False), expected, rtol=1e-4, atol=1e-5)
+    out = capsys.readouterr().out
+    assert "batch size halved to 4" in out and "batch size halved to 2" in out
+
+
+def test_unknown_languages_raise(encoders):
+    with pytest.raises(XLError, match="'el'"):
+        encoders["mbart"].encode(TEXTS, "el")  # Greek has no mBART-50 code
+    with pytest.raises(XLError, match="fra_Latn"):
+        encoders["m2m100"].tokenize(TEXTS, "fr")  # this tokenizer lacks French
+    with pytest.raises(XLError, match="unknown language"):
+        encoders["xlmr"].encode(TEXTS, "xx")
+
+
+def test_folder_without_config_is_not_a_model(tmp_path):
+    (tmp_path / "weights.txt").write_text("not a model")
+    with pytest.raises(XLError, match="no config.json"):
+        models.load_encoder(str(tmp_path))
+    with pytest.raises(XLError, match="no such model folder"):
+        models.load_encoder(str(tmp_path / "missing"))
+
+
+def test_hub_id_offline_fails_fast_with_download_hint(monkeypatch):
+    monkeypatch.setattr(hub, "reachable", lambda: False)
+    start = time.monotonic()
+    with pytest.raises(XLError, match="huggingface-cli download xl-tests/no-such-model"):
+        models.load_encoder("xl-tests/no-such-model")
+    assert time.monotonic() - start < 5
+
+
+def test_lab_names_resolve_to_the_preset_model_folder(folders):
+    with pytest.raises(XLError, match="xl run models --preset smoke"):
+        models.load_encoder("lab-mlm", preset="smoke")
+    _save("xlmr", paths.model_dir("smoke", "lab-mlm"))
+    enc = models.load_encoder("lab-mlm", preset="smoke", device="cpu")
+    assert enc.name == "lab-mlm" and type(enc.model).__name__ == "XLMRobertaModel"
+    with pytest.raises(XLError, match="unknown preset"):
+        models.load_encoder("lab-mlm", preset="nope")
