@@ -1,0 +1,224 @@
+"""Fine-tuning and zero-shot evaluation on tiny random transformers (seconds, CPU)."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import MBartConfig, XLMRobertaConfig, XLMRobertaModel
+from transformers.models.mbart.modeling_mbart import MBartEncoder
+
+import xl
+from xl import tasks as tasklib, tokenizer as lab_tokenizer, transfer
+from xl.errors import XLError
+from xl.models import Encoder
+from xl.tasks import Task
+
+WORDS_A, WORDS_B = [], []  # two sets of words that are one piece each in the smoke vocabulary (_words)
+FAST = transfer.Params(epochs=4, lr=3e-3, batch_size=16, max_length=32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, above all on a busy machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cfg():
+    cfg = xl.config("smoke")
+    _words(cfg)
+    return cfg
+
+
+def _words(cfg):
+    """Whole English words that the tokenizer keeps as one piece, split into two classes."""
+    if WORDS_A:
+        return
+    tok = lab_tokenizer.xlmr_tokenizer(cfg)
+    words = sorted(p[1:] for p in tok.get_vocab() if p.startswith("\u2581") and p[1:].isascii()
+                   and p[1:].isalpha() and len(p) >= 4 and tok.tokenize(p[1:]) == [p])
+    assert len(words) >= 16, words
+    WORDS_A.extend(words[0:16:2])
+    WORDS_B.extend(words[1:16:2])
+
+
+def _xlmr(cfg, seed=0, name="tiny-xlmr"):
+    tok = lab_tokenizer.xlmr_tokenizer(cfg)
+    torch.manual_seed(seed)
+    model = XLMRobertaModel(XLMRobertaConfig(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=130, pad_token_id=tok.pad_token_id))
+    return Encoder(name, model, tok, "cpu", {"test": name, "seed": seed})
+
+
+def _mbart(cfg, seed=0):
+    tok = lab_tokenizer.mbart_tokenizer(cfg)
+    torch.manual_seed(seed)
+    model = MBartEncoder(MBartConfig(
+        vocab_size=len(tok), d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=130,
+        pad_token_id=tok.pad_token_id))
+    return Encoder("tiny-mbart", model, tok, "cpu", {"test": "tiny-mbart", "seed": seed})
+
+
+@pytest.fixture(scope="module")
+def xlmr(cfg):
+    return _xlmr(cfg)
+
+
+@pytest.fixture(scope="module")
+def lab(cfg):
+    return tasklib.lab_tasks(cfg)
+
+
+def _toy_classification(n=240, seed=0):
+    """Label 1 if the sentence is made of number words, 0 if of animal words: learnable from tokens."""
+    rng = np.random.default_rng(seed)
+
+    def frame(m):
+        labels = rng.integers(0, 2, m)
+        texts = [" ".join(rng.choice(WORDS_B if y else WORDS_A, 5)) for y in labels]
+        return pd.DataFrame({"text": texts, "label": labels})
+
+    return Task("toy", "classification", "accuracy", ["animals", "numbers"], frame(n), frame(48),
+                {"en": frame(64), "de": frame(64)})
+
+
+def _toy_tagging(n=160, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def frame(m):
+        rows = []
+        for _ in range(m):
+            tags = list(rng.integers(0, 2, 6))
+            rows.append(([str(rng.choice(WORDS_B if t else WORDS_A)) for t in tags], [int(t) for t in tags]))
+        return pd.DataFrame(rows, columns=["words", "tags"])
+
+    return Task("toytag", "tagging", "accuracy", ["animal", "number"], frame(n), frame(32),
+                {"en": frame(48), "de": frame(48)})
+
+
+def test_finetune_lab_tasks_one_row_per_language(xlmr, lab, cfg):
+    df = transfer.evaluate(xlmr, lab, seeds=[0], params=transfer.Params.from_config(cfg), progress=False,
+                           cache=False)
+    main = transfer.main_rows(df)
+    assert list(df.columns) == ["model", "task", "lang", "seed", "metric", "score"]
+    for name in lab:
+        part = main[main.task == name]
+        assert sorted(part.lang) == sorted(cfg["languages"])
+        assert part.score.between(0, 1).all()
+    layers = df[df.metric.str.startswith("acc@1 layer")]
+    assert len(layers) == len(cfg["languages"]) * (xlmr.num_layers + 1)
+
+
+def test_encoder_decoder_with_pooled_head(cfg, lab):
+    enc = _mbart(cfg)
+    result = transfer.finetune(enc, lab["xref"], 0, transfer.Params.from_config(cfg), cache=False, progress=False)
+    assert set(result["scores"]) == set(cfg["languages"])
+    assert all(0 <= v <= 1 for v in result["scores"].values())
+
+
+def test_learnable_task_reaches_high_accuracy(cfg):
+    enc = _xlmr(cfg, seed=1, name="toy")
+    before = {k: v.clone() for k, v in enc.model.state_dict().items()}
+    result = transfer.finetune(enc, _toy_classification(), 0, FAST, cache=False, progress=False)
+    assert result["scores"]["en"] > 0.9 and result["scores"]["de"] > 0.9
+    assert max(result["dev"]) > 0.9 and 1 <= result["best_epoch"] <= FAST.epochs
+    # the caller's encoder is left as it was
+    assert all(torch.equal(before[k], v) for k, v in enc.model.state_dict().items())
+
+
+def test_token_tagging_learns(cfg):
+    enc = _xlmr(cfg, seed=2, name="toytag")
+    result = transfer.finetune(enc, _toy_tagging(), 0, FAST, cache=False, progress=False)
+    assert result["scores"]["en"] > 0.9
+
+
+def test_ranking_runs(cfg):
+    rng = np.random.default_rng(0)
+
+    def frame(m):
+        label = rng.integers(0, 3, m)
+        return pd.DataFrame({"text": [f"query {i // 4}" for i in range(m)],
+                             "text_b": [" ".join(rng.choice(WORDS_B if y else WORDS_A, 4)) for y in label],
+                             "label": label, "group": [i // 4 for i in range(m)]})
+
+    task = Task("rank", "ranking", "ndcg", ["bad", "fair", "good"], frame(64), frame(16), {"en": frame(16)})
+    result = transfer.finetune(_xlmr(cfg, 3, "rank"), task, 0, transfer.Params(epochs=1, lr=1e-3, max_length=32),
+                               cache=False, progress=False)
+    assert 0 < result["scores"]["en"] <= 1
+
+
+def test_deterministic_per_seed(cfg, lab):
+    enc = _xlmr(cfg, seed=4, name="det")
+    params = transfer.Params.from_config(cfg)
+    a = transfer.finetune(enc, lab["genre"], 7, params, cache=False, progress=False)
+    b = transfer.finetune(enc, lab["genre"], 7, params, cache=False, progress=False)
+    assert a["scores"] == b["scores"] and a["dev"] == b["dev"]
+
+
+def test_cached_results_are_reused(cfg, lab, monkeypatch):
+    enc = _xlmr(cfg, seed=5, name="cache")
+    params = transfer.Params.from_config(cfg)
+    first = transfer.finetune(enc, lab["genre"], 0, params, progress=False)
+    assert not first["cached"]
+
+    def boom(*args, **kwargs):
+        raise AssertionError("fine-tuning ran again instead of reading the cache")
+
+    monkeypatch.setattr(transfer, "_finetune", boom)
+    again = transfer.finetune(enc, lab["genre"], 0, params, progress=False)
+    assert again["cached"] and again["scores"] == first["scores"]
+    # another seed, other parameters or other weights are not cache hits
+    with pytest.raises(AssertionError, match="ran again"):
+        transfer.finetune(enc, lab["genre"], 1, params, progress=False)
+    with pytest.raises(AssertionError, match="ran again"):
+        transfer.finetune(enc, lab["genre"], 0, transfer.Params(epochs=2, lr=1e-3, max_length=64), progress=False)
+    with torch.no_grad():
+        next(enc.model.parameters()).add_(1.0)
+    with pytest.raises(AssertionError, match="ran again"):
+        transfer.finetune(enc, lab["genre"], 0, params, progress=False)
+
+
+def test_retrieval_identical_texts_is_perfect(xlmr):
+    texts = [" ".join(np.random.default_rng(i).choice(WORDS_A + WORDS_B, 6)) for i in range(20)]
+    df = pd.DataFrame({"id": range(20), "query": texts, "target": texts})
+    task = Task("ret", "retrieval", "acc@1", [], None, None, {"en": df})
+    layers = transfer.retrieve(xlmr, task, cache=False)
+    assert layers["en"][-1] == 1.0 and len(layers["en"]) == xlmr.num_layers + 1
+    assert task.chance()["en"] == pytest.approx(0.05)
+
+
+def test_unknown_language_and_bad_parameters(xlmr, lab):
+    with pytest.raises(XLError, match="no test set"):
+        transfer.finetune(xlmr, lab["genre"], 0, languages=["en", "fr"], cache=False, progress=False)
+    with pytest.raises(XLError, match="not fine-tuned"):
+        transfer.finetune(xlmr, lab["retrieval"], 0, cache=False, progress=False)
+    with pytest.raises(XLError):
+        transfer.Params(epochs=0)
+
+
+def test_tables():
+    rows = []
+    for model in ["lab-mlm", "lab-o2m"]:
+        for task in ["genre", "xref"]:
+            for lang in ["en", "de", "zh"]:
+                for seed in [0, 1]:
+                    base = 0.8 if model == "lab-mlm" else 0.5
+                    rows.append((model, task, lang, seed, "accuracy", base + (0.1 if lang == "en" else 0) + seed / 100))
+    df = pd.DataFrame(rows, columns=["model", "task", "lang", "seed", "metric", "score"])
+    t1 = transfer.table1(df)
+    assert t1.loc["lab-mlm", "genre"] == pytest.approx(80.5)  # non-English only, mean over seeds
+    assert transfer.seed_spread(df).loc["lab-mlm", "genre"] == pytest.approx(np.std([0.80, 0.81], ddof=1) * 100)
+    side = transfer.beside_paper(t1)
+    assert side.loc["lab-o2m", ("paper", "NC")] == 65.4
+    verdict = transfer.agreement(t1)
+    assert verdict["agrees"] and "agrees" in verdict["sentence"]
+    sim = pd.DataFrame({"model": ["lab-mlm"] * 2 + ["lab-o2m"] * 2, "layer": 2, "metric": "cka",
+                        "lang_a": "en", "lang_b": ["de", "zh"] * 2, "value": [0.9, 0.7, 0.4, 0.3]})
+    sep = pd.DataFrame({"model": ["lab-mlm", "lab-o2m"], "layer": 2, "metric": "probe", "value": [0.6, 0.9]})
+    rel = transfer.relate(df, sim, sep)
+    assert len(rel["by_language"]) == 8 and len(rel["by_model"]) == 4
+    assert (rel["correlations"].query("against == 'similarity'").pearson > 0).all()

@@ -1,0 +1,595 @@
+"""Zero-shot cross-lingual transfer: fine-tune on English, test on every language.
+
+For every (model, task, seed): a fresh copy of the pretrained encoder gets a task
+head and is fine-tuned on the task's English training set; after every epoch
+it is scored on the English dev set and the best epoch is kept (selection uses
+English only); that checkpoint is then scored on the test set of every
+language. Seeds change the head's initialisation, dropout and the order of
+the training examples; a seed gives the same scores every time on a machine.
+
+Heads: every model, encoder-only or the encoder of an encoder-decoder, is read
+the same way, from its last layer (`last_hidden_state`, final layer norm
+included for mBART/NLLB, as a head on the encoder would see it):
+* classification and pair classification: mean over real tokens
+  (`Encoder.pool_mask`: no padding, special or language-code tokens), dropout,
+  linear; a pair is one sequence, the two texts joined by the tokenizer's
+  separator token (`A </s> B`), the same for every model (mBART's tokenizer
+  has no pair template, and BERT's segment ids are left at 0);
+* ranking (WPR): pair classification over the relevance labels; candidates are
+  ranked by the expected label under the head's softmax;
+* token tagging: linear on every token, trained and read at each word's first
+  sub-word; words are tokenized one by one (`is_split_into_words`) between the
+  model's own special tokens; words cut by `max_length` get the most frequent
+  training tag;
+* retrieval: no fine-tuning and no seed: cosine nearest neighbour of mean-pooled
+  representations (`Encoder.encode`), accuracy@1 at the last layer (metric
+  ``acc@1``) and at every layer (``acc@1 layer N``, 0 = embeddings).
+
+Optimisation: AdamW (weight decay 0.01), linear warm-up over the first 10% of
+steps then linear decay, gradient clipping at 1, dropout 0.1 on the pooled
+vector. Sizes, epochs, learning rate, batch and max length come from the
+preset (`transfer_*` keys).
+
+Results of every (model, task, seed, parameters) are cached on disk
+(`cache_dir("transfer")`, one JSON file, written atomically), keyed by the
+model's fingerprint and weights checksum, the task's content fingerprint and
+the parameters, so a re-run reuses them and any change re-runs only what it
+touches.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from xl import io, paths, presets, tasks as tasklib
+from xl.errors import XLError
+from xl.results import Store
+
+CACHE_VERSION = "transfer-v1"
+# Lab models and the paper rows they stand for (xl.training.LAB), in Table 1's order.
+PAPER_ANALOGUE = {"lab-mlm": "XLM-R", "lab-dae": "mBART", "lab-mt": "NLLB 600M",
+                  "lab-m2o": "mBART m2o", "lab-o2m": "mBART o2m", "lab-m2m": "mBART m2m"}
+FAMILY = {"mBERT": "LM", "XLM-R": "LM", "mBART": "LM", "NLLB 600M": "MT",
+          "mBART m2o": "CP", "mBART o2m": "CP", "mBART m2m": "CP"}
+# Lab tasks and the XGLUE columns of Table 1 they stand for.
+TASK_ANALOGUE = {"genre": "NC", "xref": "PAWS-X", "retrieval": None}
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Fine-tuning hyper-parameters (all of them enter the cache key, except eval_batch_size)."""
+    epochs: int = 3
+    lr: float = 2e-5
+    batch_size: int = 32
+    max_length: int = 128
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    clip: float = 1.0
+    eval_batch_size: int = 128
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Params":
+        return cls(epochs=int(cfg["transfer_epochs"]), lr=float(cfg["transfer_lr"]),
+                   batch_size=int(cfg["transfer_batch_size"]), max_length=int(cfg["transfer_max_length"]))
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8 or not self.lr > 0:
+            raise XLError(f"bad fine-tuning parameters {self}: epochs >= 1, batch >= 1, max_length >= 8, lr > 0")
+
+    def key(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("eval_batch_size")
+        return d
+
+
+# ---------------------------------------------------------------- model identity and caching
+
+def model_fingerprint(encoder) -> str:
+    """The encoder's declared fingerprint (xl.models) plus a checksum of its current weights."""
+    sums = [p.detach().double().sum().item() for p in encoder.model.state_dict().values()
+            if torch.is_tensor(p) and p.is_floating_point()]
+    declared = getattr(encoder, "fingerprint", None) or {"name": getattr(encoder, "name", type(encoder.model).__name__)}
+    return io.digest("model", declared, type(encoder.model).__name__, type(encoder.tokenizer).__name__,
+                     len(encoder.tokenizer), [f"{s:.6e}" for s in sums])
+
+
+def _cache_file(key: str):
+    return paths.cache_dir("transfer") / f"{key}.json"
+
+
+def _read_cache(key: str):
+    path = _cache_file(key)
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None
+    return None
+
+
+# ---------------------------------------------------------------- batches
+
+def _join(encoder, a, b) -> list[str]:
+    """A sentence pair as one text, the two sides separated by the tokenizer's separator token."""
+    tok = encoder.tokenizer
+    sep = tok.sep_token or tok.eos_token
+    return [f"{x} {sep} {y}" for x, y in zip(a, b)]
+
+
+def _texts(encoder, df: pd.DataFrame) -> list[str]:
+    if "text_b" in df:
+        return _join(encoder, df.text.astype(str), df.text_b.astype(str))
+    return df.text.astype(str).tolist()
+
+
+def _model_inputs(batch) -> dict:
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+def _specials(encoder, lang: str) -> tuple[list[int], list[int]]:
+    """The model's special tokens before and after the text (language code, <s>, </s>...) for `lang`."""
+    batch = encoder.tokenize(["a"], lang)
+    ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
+    real = encoder.pool_mask(batch)[0][batch["attention_mask"][0].bool()].tolist()
+    where = [i for i, r in enumerate(real) if r > 0]
+    if not where:
+        return ids, []
+    return ids[:where[0]], ids[where[-1] + 1:]
+
+
+class _TagBatcher:
+    """Word-level tagging inputs: sub-words of each word between the model's special tokens."""
+
+    def __init__(self, encoder, lang: str, max_length: int):
+        self.encoder, self.max_length = encoder, max_length
+        self.prefix, self.suffix = _specials(encoder, lang)
+
+    def __call__(self, words_list, tags_list=None):
+        tok = self.encoder.tokenizer
+        room = self.max_length - len(self.prefix) - len(self.suffix)
+        enc = tok([list(map(str, w)) for w in words_list], is_split_into_words=True, add_special_tokens=False)
+        rows, labels, firsts = [], [], []
+        for i in range(len(words_list)):
+            ids, word_ids = enc["input_ids"][i][:room], enc.word_ids(i)[:room]
+            first, seen = [], set()
+            for pos, w in enumerate(word_ids):
+                if w is not None and w not in seen:
+                    seen.add(w)
+                    first.append((w, pos + len(self.prefix)))
+            rows.append(self.prefix + ids + self.suffix)
+            firsts.append(first)
+            if tags_list is not None:
+                lab = [-100] * len(rows[-1])
+                for w, pos in first:
+                    lab[pos] = int(tags_list[i][w])
+                labels.append(lab)
+        longest = max(len(r) for r in rows)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        input_ids = torch.full((len(rows), longest), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, :len(r)] = torch.tensor(r)
+            mask[i, :len(r)] = 1
+        batch = {"input_ids": input_ids.to(self.encoder.device), "attention_mask": mask.to(self.encoder.device)}
+        if tags_list is not None:
+            y = torch.full((len(rows), longest), -100, dtype=torch.long)
+            for i, lab in enumerate(labels):
+                y[i, :len(lab)] = torch.tensor(lab)
+            batch["labels"] = y.to(self.encoder.device)
+        return batch, firsts
+
+
+# ---------------------------------------------------------------- model with head
+
+class TaskModel(nn.Module):
+    """Encoder + dropout + linear head; pooled (mean over pool_mask) or per token."""
+
+    def __init__(self, encoder, n_labels: int, per_token: bool, dropout: float):
+        super().__init__()
+        self.encoder_module = encoder.model
+        self.pool_mask = encoder.pool_mask
+        self.per_token = per_token
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.hidden_size, n_labels)
+
+    def forward(self, batch):
+        out = self.encoder_module(**_model_inputs(batch))
+        h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        if self.per_token:
+            return self.head(self.dropout(h))
+        mask = self.pool_mask(batch).to(h.dtype)
+        pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return self.head(self.dropout(pooled))
+
+
+def _autocast(encoder):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=encoder.device.type == "cuda")
+
+
+def _order(df: pd.DataFrame, task) -> np.ndarray:
+    """Evaluation order: by length, so batches pad little."""
+    if task.kind == "tagging":
+        lengths = df.words.map(lambda w: sum(len(str(x)) + 1 for x in w)).to_numpy()
+    else:
+        lengths = df.text.astype(str).str.len().to_numpy() + (df.text_b.astype(str).str.len().to_numpy()
+                                                              if "text_b" in df else 0)
+    return np.argsort(-lengths, kind="stable")
+
+
+def predict(model: TaskModel, encoder, task, df: pd.DataFrame, lang: str, params: Params, fallback_tag: int = 0):
+    """Predictions for `df` in `lang`: label ids, ranking scores, or tag-id lists (one per sentence)."""
+    model.eval()
+    order = _order(df, task)
+    out = [None] * len(df)
+    batcher = _TagBatcher(encoder, lang, params.max_length) if task.kind == "tagging" else None
+    texts = None if task.kind == "tagging" else _texts(encoder, df)
+    with torch.inference_mode(), _autocast(encoder):
+        for start in range(0, len(df), params.eval_batch_size):
+            idx = order[start:start + params.eval_batch_size]
+            if task.kind == "tagging":
+                words = [df.words.iloc[i] for i in idx]
+                batch, firsts = batcher(words)
+                logits = model(batch).float()
+                best = logits.argmax(-1).cpu().numpy()
+                for row, i in enumerate(idx):
+                    tags = [fallback_tag] * len(words[row])
+                    for w, pos in firsts[row]:
+                        tags[w] = int(best[row, pos])
+                    out[i] = tags
+                continue
+            batch = encoder.tokenize([texts[i] for i in idx], lang, max_length=params.max_length)
+            logits = model(batch).float()
+            if task.kind == "ranking":
+                p = logits.softmax(-1)
+                values = (p * torch.arange(p.shape[-1], device=p.device)).sum(-1).cpu().numpy()
+            else:
+                values = logits.argmax(-1).cpu().numpy()
+            for row, i in enumerate(idx):
+                out[i] = values[row]
+    return out if task.kind == "tagging" else np.asarray(out)
+
+
+def _evaluate(model, encoder, task, df, lang, params, fallback_tag) -> float:
+    return tasklib.score(task, df, predict(model, encoder, task, df, lang, params, fallback_tag))
+
+
+def _train_batches(n: int, batch_size: int, rng: np.random.Generator):
+    perm = rng.permutation(n)
+    return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _loss(model, encoder, task, df, idx, lang, params, batcher):
+    if task.kind == "tagging":
+        batch, _ = batcher([df.words.iloc[i] for i in idx], [df.tags.iloc[i] for i in idx])
+        logits = model(batch)
+        return nn.functional.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
+    texts = _texts(encoder, df.iloc[idx])
+    batch = encoder.tokenize(texts, lang, max_length=params.max_length)
+    y = torch.as_tensor(df.label.to_numpy()[idx].astype(np.int64), device=encoder.device)
+    return nn.functional.cross_entropy(model(batch).float(), y)
+
+
+def finetune(encoder, task, seed: int = 0, params: Params | None = None, *, cache: bool = True,
+             progress: bool = True, languages=None) -> dict:
+    """Fine-tune `encoder` on `task` (English), select the epoch on English dev, score every test language.
+
+    Returns {"scores": {lang: score}, "dev": [dev score per epoch], "best_epoch": int,
+    "seconds": float, "cached": bool}. The encoder's weights are restored afterwards.
+    """
+    params = params or Params()
+    if not task.finetuned:
+        raise XLError(f"task {task.name!r} ({task.kind}) is not fine-tuned: use xl.transfer.retrieve")
+    languages = list(languages if languages is not None else task.languages)
+    missing = [lang for lang in languages if lang not in task.test]
+    if missing:
+        raise XLError(f"task {task.name!r} has no test set for {missing}; it has {task.languages}")
+    key = io.digest(CACHE_VERSION, model_fingerprint(encoder), task.fingerprint(), int(seed), params.key(),
+                    sorted(languages))
+    if cache:
+        hit = _read_cache(key)
+        if hit is not None:
+            return {**hit, "cached": True}
+    result = _finetune(encoder, task, int(seed), params, progress, languages)
+    if cache:
+        io.write_json(result, _cache_file(key))
+    return {**result, "cached": False}
+
+
+def _finetune(encoder, task, seed, params, progress, languages) -> dict:
+    t0 = time.time()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    n_labels = len(task.labels)
+    original = {k: v.detach().to("cpu", copy=True) for k, v in encoder.model.state_dict().items()}
+    model = TaskModel(encoder, n_labels, task.kind == "tagging", params.dropout).to(encoder.device)
+    train, dev = task.train.reset_index(drop=True), task.dev
+    fallback_tag = 0
+    if task.kind == "tagging":
+        fallback_tag = int(pd.Series([t for s in train.tags for t in s]).mode().iloc[0])
+    batcher = _TagBatcher(encoder, task.source_lang, params.max_length) if task.kind == "tagging" else None
+    steps = params.epochs * math.ceil(len(train) / params.batch_size)
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": params.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=params.lr)
+    warm = max(1, int(params.warmup * steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
+    dev_scores, best, best_state = [], -math.inf, None
+    bar = tqdm(total=steps, desc=f"{task.name} seed {seed}", leave=False, disable=not progress)
+    try:
+        for epoch in range(params.epochs):
+            model.train()
+            for idx in _train_batches(len(train), params.batch_size, rng):
+                with _autocast(encoder):
+                    loss = _loss(model, encoder, task, train, idx, task.source_lang, params, batcher)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), params.clip)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            if dev is not None and len(dev):
+                value = _evaluate(model, encoder, task, dev, task.source_lang, params, fallback_tag)
+            else:
+                value = float(epoch)  # no dev set: the last epoch
+            dev_scores.append(float(value))
+            if value > best or best_state is None:
+                best = value
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        bar.close()
+        model.load_state_dict(best_state)
+        scores = {lang: float(_evaluate(model, encoder, task, task.test[lang], lang, params, fallback_tag))
+                  for lang in languages}
+    finally:
+        bar.close()
+        encoder.model.load_state_dict(original)
+        encoder.model.eval()
+    return {"scores": scores, "dev": dev_scores, "best_epoch": int(np.argmax(dev_scores)) + 1,
+            "seconds": round(time.time() - t0, 2), "metric": task.metric}
+
+
+# ---------------------------------------------------------------- retrieval
+
+def retrieve(encoder, task, *, cache: bool = True, languages=None, max_length: int = 256) -> dict:
+    """Accuracy@1 of English -> language retrieval, at every layer (0 = embeddings): {lang: [acc per layer]}."""
+    if task.kind != "retrieval":
+        raise XLError(f"task {task.name!r} is a {task.kind} task, not retrieval")
+    languages = list(languages if languages is not None else task.languages)
+    key = io.digest(CACHE_VERSION, "retrieval", model_fingerprint(encoder), task.fingerprint(), sorted(languages),
+                    max_length)
+    if cache:
+        hit = _read_cache(key)
+        if hit is not None:
+            return hit["layers"]
+    out = {}
+    queries = None
+    for lang in languages:
+        df = task.test[lang]
+        if queries is None:
+            queries = _normalise(encoder.encode(df["query"].tolist(), task.source_lang, max_length=max_length))
+        targets = _normalise(encoder.encode(df["target"].tolist(), lang, max_length=max_length))
+        sims = np.einsum("lqh,lth->lqt", queries, targets)
+        out[lang] = [tasklib.score(task, df, s.argmax(-1)) for s in sims]
+    if cache:
+        io.write_json({"layers": out}, _cache_file(key))
+    return out
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32)
+    return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8, None)
+
+
+# ---------------------------------------------------------------- many models, tasks, seeds
+
+def evaluate(encoder, tasks: dict, seeds=(0,), params: Params | None = None, *, model: str | None = None,
+             cache: bool = True, progress: bool = True, bar=None) -> pd.DataFrame:
+    """Rows model, task, lang, seed, metric, score for one encoder on `tasks` ({name: Task})."""
+    params = params or Params()
+    label = model or getattr(encoder, "name", type(encoder.model).__name__)
+    rows = []
+    for name, task in tasks.items():
+        if not task.finetuned:
+            layers = retrieve(encoder, task, cache=cache, max_length=params.max_length)
+            for lang, values in layers.items():
+                rows.append((label, name, lang, 0, task.metric, values[-1]))
+                rows += [(label, name, lang, 0, f"{task.metric} layer {i}", v) for i, v in enumerate(values)]
+            if bar is not None:
+                bar.update(len(seeds))
+            continue
+        for seed in seeds:
+            result = finetune(encoder, task, seed, params, cache=cache, progress=progress)
+            rows += [(label, name, lang, int(seed), task.metric, s) for lang, s in result["scores"].items()]
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(model=label, task=name, cached=result["cached"])
+    return pd.DataFrame(rows, columns=["model", "task", "lang", "seed", "metric", "score"])
+
+
+def build_tasks(cfg: dict, names=None) -> dict:
+    """The preset's tasks: lab tasks from the Bible (smoke, lab) or XGLUE (paper)."""
+    names = list(names if names is not None else cfg["transfer_tasks"])
+    if cfg.get("corpus") == "bible":
+        return tasklib.lab_tasks(cfg, names)
+    from xl import xglue
+    return xglue.tasks(cfg, names)
+
+
+def model_label(name: str) -> str:
+    """Row label of a model: lab names as they are, hub ids by the paper's row name."""
+    by_id = {v: k for k, v in presets.PAPER_MODELS.items()}
+    return by_id.get(name, name)
+
+
+def run(cfg: dict, models=None, task_names=None, seeds=None, *, cache: bool = True, progress: bool = True,
+        write: bool = True, device=None) -> pd.DataFrame:
+    """The whole transfer evaluation of a preset; writes transfer.csv and transfer_chance.csv to its results."""
+    from xl.models import load_encoder
+    models = list(models if models is not None else cfg["models"])
+    seeds = [int(s) for s in (seeds if seeds is not None else cfg["transfer_seeds"])]
+    tasks = build_tasks(cfg, task_names)
+    params = Params.from_config(cfg)
+    runs = len(models) * len(tasks) * len(seeds)
+    bar = tqdm(total=runs, desc="transfer", disable=not progress)
+    frames = []
+    for name in models:
+        encoder = load_encoder(name, preset=cfg["preset"], device=device)
+        frames.append(evaluate(encoder, tasks, seeds, params, model=model_label(name), cache=cache,
+                               progress=progress, bar=bar))
+        del encoder
+    bar.close()
+    df = pd.concat(frames, ignore_index=True)
+    if write:
+        store = Store(cfg["preset"])
+        store.write("transfer", df)
+        store.write("transfer_chance", chance_table(tasks))
+    return df
+
+
+# ---------------------------------------------------------------- tables
+
+def chance_table(tasks: dict) -> pd.DataFrame:
+    rows = [(name, lang, task.metric, value) for name, task in tasks.items() for lang, value in task.chance().items()]
+    return pd.DataFrame(rows, columns=["task", "lang", "metric", "chance"])
+
+
+def main_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Only each task's headline metric (drops the per-layer retrieval rows)."""
+    return df[~df.metric.str.contains(" layer ")]
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds, per model, task and language."""
+    g = main_rows(df).groupby(["model", "task", "lang", "metric"], sort=False).score
+    return g.agg(mean="mean", std="std", seeds="count").reset_index().fillna({"std": 0.0})
+
+
+def table1(df: pd.DataFrame, source_lang: str = "en", scale: float = 100.0) -> pd.DataFrame:
+    """Table 1's layout: models x tasks, mean over seeds then over the non-English languages (x100)."""
+    s = summary(df)
+    s = s[s.lang != source_lang]
+    wide = s.groupby(["model", "task"], sort=False)["mean"].mean().unstack("task") * scale
+    return wide.reindex(index=list(dict.fromkeys(s.model)), columns=list(dict.fromkeys(s.task)))
+
+
+def seed_spread(df: pd.DataFrame, source_lang: str = "en", scale: float = 100.0) -> pd.DataFrame:
+    """Standard deviation across seeds of the non-English average (models x tasks)."""
+    m = main_rows(df)
+    m = m[m.lang != source_lang]
+    per_seed = m.groupby(["model", "task", "seed"], sort=False).score.mean()
+    wide = per_seed.groupby(["model", "task"], sort=False).std().unstack("task") * scale
+    return wide.reindex(index=list(dict.fromkeys(m.model)), columns=list(dict.fromkeys(m.task))).fillna(0.0)
+
+
+def paper_table1() -> pd.DataFrame:
+    """The paper's Table 1 (XGLUE, averages over languages), models x tasks."""
+    return pd.read_csv(paths.data_file("paper_table1_transfer.csv")).set_index("model")
+
+
+def beside_paper(ours: pd.DataFrame) -> pd.DataFrame:
+    """Our table next to the paper's rows: lab models are matched to their paper analogue."""
+    paper = paper_table1()
+    rows = []
+    for model in ours.index:
+        analogue = PAPER_ANALOGUE.get(model, model)
+        row = {("ours", t): ours.loc[model, t] for t in ours.columns}
+        if analogue in paper.index:
+            row.update({("paper", t): paper.loc[analogue, t] for t in paper.columns if t != "family"})
+        row[("", "paper row")] = analogue if analogue in paper.index else ""
+        rows.append(pd.Series(row, name=model))
+    out = pd.DataFrame(rows)
+    out.columns = pd.MultiIndex.from_tuples(out.columns)
+    return out
+
+
+def agreement(ours: pd.DataFrame) -> dict:
+    """Does the lab scale agree with the paper? LM-trained vs MT-trained average, and rank correlation.
+
+    `ours`: a table1() frame. Returns the mean score of each family (over tasks), the
+    Spearman correlation between our per-model averages and the paper's (over the
+    matched rows), and a plain sentence.
+    """
+    from scipy.stats import spearmanr
+    paper = paper_table1()
+    avg = ours.mean(axis=1)
+    matched = [m for m in ours.index if PAPER_ANALOGUE.get(m, m) in paper.index]
+    paper_avg = paper.drop(columns="family").mean(axis=1)
+    fam = {m: FAMILY.get(PAPER_ANALOGUE.get(m, m), "?") for m in ours.index}
+    lm = [avg[m] for m in ours.index if fam[m] == "LM"]
+    mt = [avg[m] for m in ours.index if fam[m] in ("MT", "CP")]
+    rho = float("nan")
+    if len(matched) >= 3:
+        rho = float(spearmanr([avg[m] for m in matched], [paper_avg[PAPER_ANALOGUE.get(m, m)] for m in matched])[0])
+    lm_mean = float(np.mean(lm)) if lm else float("nan")
+    mt_mean = float(np.mean(mt)) if mt else float("nan")
+    if lm and mt:
+        agrees = lm_mean > mt_mean
+        sentence = (f"LM-trained models average {lm_mean:.1f} and MT-trained ones (CP and MT) {mt_mean:.1f} over "
+                    f"non-English languages and tasks: the lab scale {'agrees' if agrees else 'does not agree'} "
+                    f"with the paper, where LM-trained models transfer better")
+        if not math.isnan(rho):
+            sentence += f" (rank correlation of model averages with the paper's: {rho:+.2f})"
+        sentence += "."
+    else:
+        agrees, sentence = None, "Not enough model families to compare with the paper."
+    return {"LM": lm_mean, "MT": mt_mean, "spearman": rho, "agrees": agrees, "sentence": sentence}
+
+
+def relate(transfer: pd.DataFrame, similarity: pd.DataFrame | None = None,
+           separability: pd.DataFrame | None = None, source_lang: str = "en", layer: str = "last") -> dict:
+    """Transfer score against cross-lingual similarity (per model and language) and separability (per model).
+
+    similarity: rows model, layer, metric, lang_a, lang_b, value (similarity chapter);
+    separability: rows model, layer, metric, value. Each model's `layer` ("last" = its
+    deepest layer, or a number) is used, as the heads read the last layer. Returns
+    {"by_language": frame model, task, lang, metric, similarity, score;
+     "by_model": frame model, task, metric, separability, score; "correlations": frame}.
+    """
+    from scipy.stats import pearsonr, spearmanr
+    s = summary(transfer)
+    s = s[s.lang != source_lang]
+    out = {"by_language": pd.DataFrame(), "by_model": pd.DataFrame()}
+
+    def pick_layer(frame):
+        if layer == "last":
+            deepest = frame.groupby("model").layer.transform("max")
+            return frame[frame.layer == deepest]
+        return frame[frame.layer == int(layer)]
+
+    if similarity is not None and len(similarity):
+        sim = pick_layer(similarity)
+        pairs = sim[(sim.lang_a == source_lang) | (sim.lang_b == source_lang)].copy()
+        pairs["lang"] = np.where(pairs.lang_a == source_lang, pairs.lang_b, pairs.lang_a)
+        pairs = pairs[pairs.lang != source_lang].groupby(["model", "metric", "lang"], as_index=False).value.mean()
+        merged = s.merge(pairs.rename(columns={"metric": "similarity_metric", "value": "similarity"}),
+                         on=["model", "lang"])
+        out["by_language"] = merged.rename(columns={"mean": "score"})
+    if separability is not None and len(separability):
+        sep = pick_layer(separability).groupby(["model", "metric"], as_index=False).value.mean()
+        per_model = s.groupby(["model", "task"], as_index=False)["mean"].mean()
+        merged = per_model.merge(sep.rename(columns={"metric": "separability_metric", "value": "separability"}),
+                                 on="model")
+        out["by_model"] = merged.rename(columns={"mean": "score"})
+    rows = []
+    for kind, frame, x, metric_col in (("similarity", out["by_language"], "similarity", "similarity_metric"),
+                                       ("separability", out["by_model"], "separability", "separability_metric")):
+        if frame.empty:
+            continue
+        for (task, metric), g in frame.groupby(["task", metric_col]):
+            if len(g) >= 3 and g[x].nunique() > 1 and g.score.nunique() > 1:
+                rows.append((kind, metric, task, len(g), float(pearsonr(g[x], g.score)[0]),
+                             float(spearmanr(g[x], g.score)[0])))
+    out["correlations"] = pd.DataFrame(rows, columns=["against", "metric", "task", "n", "pearson", "spearman"])
+    return out
