@@ -213,7 +213,7 @@ def test_tables():
     assert t1.loc["lab-mlm", "genre"] == pytest.approx(80.5)  # non-English only, mean over seeds
     assert transfer.seed_spread(df).loc["lab-mlm", "genre"] == pytest.approx(np.std([0.80, 0.81], ddof=1) * 100)
     side = transfer.beside_paper(t1)
-    assert side.loc["lab-o2m", ("paper", "NC")] == 65.4
+    assert side.loc["lab-o2m", (transfer.PAPER, "NC")] == 65.4
     verdict = transfer.agreement(t1)
     assert verdict["agrees"] and "agrees" in verdict["sentence"]
     sim = pd.DataFrame({"model": ["lab-mlm"] * 2 + ["lab-o2m"] * 2, "layer": 2, "metric": "cka",
@@ -222,3 +222,14 @@ def test_tables():
     rel = transfer.relate(df, sim, sep)
     assert len(rel["by_language"]) == 8 and len(rel["by_model"]) == 4
     assert (rel["correlations"].query("against == 'similarity'").pearson > 0).all()
+
+
+def test_languages_without_a_code_are_skipped_with_a_warning(cfg, lab):
+    enc = _mbart(cfg)  # mBART-50 codes: none for Greek
+    task = lab["genre"]
+    greek = Task("genre", task.kind, task.metric, task.labels, task.train, task.dev,
+                 {"en": task.test["en"], "el": task.test["de"]})
+    with pytest.warns(UserWarning, match="no language code"):
+        df = transfer.evaluate(enc, {"genre": greek}, seeds=[0], params=transfer.Params.from_config(cfg),
+                               cache=False, progress=False)
+    assert list(df.lang) == ["en"]

@@ -38,11 +38,11 @@ touches.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -62,6 +62,7 @@ FAMILY = {"mBERT": "LM", "XLM-R": "LM", "mBART": "LM", "NLLB 600M": "MT",
           "mBART m2o": "CP", "mBART o2m": "CP", "mBART m2m": "CP"}
 # Lab tasks and the XGLUE columns of Table 1 they stand for.
 TASK_ANALOGUE = {"genre": "NC", "xref": "PAWS-X", "retrieval": None}
+PAPER = "paper (XGLUE, Table 1)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -401,8 +402,9 @@ def evaluate(encoder, tasks: dict, seeds=(0,), params: Params | None = None, *, 
     label = model or getattr(encoder, "name", type(encoder.model).__name__)
     rows = []
     for name, task in tasks.items():
+        languages = supported_languages(encoder, task, label)
         if not task.finetuned:
-            layers = retrieve(encoder, task, cache=cache, max_length=params.max_length)
+            layers = retrieve(encoder, task, cache=cache, max_length=params.max_length, languages=languages)
             for lang, values in layers.items():
                 rows.append((label, name, lang, 0, task.metric, values[-1]))
                 rows += [(label, name, lang, 0, f"{task.metric} layer {i}", v) for i, v in enumerate(values)]
@@ -410,12 +412,28 @@ def evaluate(encoder, tasks: dict, seeds=(0,), params: Params | None = None, *, 
                 bar.update(len(seeds))
             continue
         for seed in seeds:
-            result = finetune(encoder, task, seed, params, cache=cache, progress=progress)
+            result = finetune(encoder, task, seed, params, cache=cache, progress=progress, languages=languages)
             rows += [(label, name, lang, int(seed), task.metric, s) for lang, s in result["scores"].items()]
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(model=label, task=name, cached=result["cached"])
     return pd.DataFrame(rows, columns=["model", "task", "lang", "seed", "metric", "score"])
+
+
+def supported_languages(encoder, task, label: str = "the model") -> list[str]:
+    """The task's test languages that the encoder can read (mBART-50 has no code for el, bg...), with a warning."""
+    ok, skipped = [], []
+    for lang in task.languages:
+        try:
+            encoder.tokenize(["a"], lang)
+            ok.append(lang)
+        except XLError:
+            skipped.append(lang)
+    if task.source_lang in skipped:
+        raise XLError(f"{label} cannot read {task.source_lang!r}, the training language of task {task.name!r}")
+    if skipped:
+        warnings.warn(f"{label} has no language code for {skipped}: task {task.name} is not scored there")
+    return ok
 
 
 def build_tasks(cfg: dict, names=None) -> dict:
@@ -506,8 +524,8 @@ def beside_paper(ours: pd.DataFrame) -> pd.DataFrame:
         analogue = PAPER_ANALOGUE.get(model, model)
         row = {("ours", t): ours.loc[model, t] for t in ours.columns}
         if analogue in paper.index:
-            row.update({("paper", t): paper.loc[analogue, t] for t in paper.columns if t != "family"})
-        row[("", "paper row")] = analogue if analogue in paper.index else ""
+            row.update({(PAPER, t): paper.loc[analogue, t] for t in paper.columns if t != "family"})
+        row[(PAPER, "row")] = analogue if analogue in paper.index else ""
         rows.append(pd.Series(row, name=model))
     out = pd.DataFrame(rows)
     out.columns = pd.MultiIndex.from_tuples(out.columns)
