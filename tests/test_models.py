@@ -5,6 +5,7 @@ BertTokenizer from a small vocabulary list; M2M100 an NllbTokenizer built from t
 pieces (it is a BPE without merges, so it splits words into characters) with the NLLB
 codes of the smoke languages only.
 """
+import shutil
 import time
 
 import numpy as np
@@ -218,7 +219,7 @@ def test_hub_id_offline_fails_fast_with_download_hint(monkeypatch):
 def test_lab_names_resolve_to_the_preset_model_folder(folders):
     with pytest.raises(XLError, match="xl run models --preset smoke"):
         models.load_encoder("lab-mlm", preset="smoke")
-    _save("xlmr", paths.model_dir("smoke", "lab-mlm"))
+    shutil.copytree(folders["xlmr"], paths.model_dir("smoke", "lab-mlm"))
     enc = models.load_encoder("lab-mlm", preset="smoke", device="cpu")
     assert enc.name == "lab-mlm" and type(enc.model).__name__ == "XLMRobertaModel"
     with pytest.raises(XLError, match="unknown preset"):
