@@ -34,7 +34,7 @@ _BLOCK_BYTES = 2**28  # bounds the similarity blocks that retrieval holds at onc
 # ---------------------------------------------------------------- validation
 
 def _tensor(x, ndim: int, name: str) -> torch.Tensor:
-    """`x` (numpy, torch, lists) as a torch tensor with `ndim` dims; dtype unchanged (converted per block later)."""
+    """`x` (numpy, torch, lists) as a tensor with `ndim` dims, dtype kept: converted to float64 per block."""
     try:
         t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     except (TypeError, ValueError, RuntimeError) as e:
@@ -44,7 +44,6 @@ def _tensor(x, ndim: int, name: str) -> torch.Tensor:
     if t.ndim != ndim:
         raise XLError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
     return t
-
 
 
 def _f64(t: torch.Tensor, name: str) -> torch.Tensor:
@@ -123,7 +122,9 @@ def _u_centre(K: torch.Tensor) -> torch.Tensor:
 
 def _centred_gram(X: torch.Tensor, kernel: str, debiased: bool, sigma: float) -> torch.Tensor:
     K = _gram(X, kernel, sigma)
-    return _u_centre(K) if debiased else _double_centre(K)
+    if debiased:
+        return _u_centre(K)
+    return K if kernel == "linear" else _double_centre(K)  # centred features: XX' is already HKH
 
 
 def _debias_linear(inner, ka, kb, n: int):
