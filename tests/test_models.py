@@ -224,3 +224,20 @@ def test_lab_names_resolve_to_the_preset_model_folder(folders):
     assert enc.name == "lab-mlm" and type(enc.model).__name__ == "XLMRobertaModel"
     with pytest.raises(XLError, match="unknown preset"):
         models.load_encoder("lab-mlm", preset="nope")
+
+
+def test_long_inputs_are_cut_to_the_position_embeddings(tmp_path):
+    """A tokenizer without a length limit must not push a model past its position embeddings."""
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    import xl
+    from xl import models, tokenizer
+    tok = tokenizer.xlmr_tokenizer(xl.config("smoke"))
+    config = XLMRobertaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                              intermediate_size=32, max_position_embeddings=12, pad_token_id=tok.pad_token_id)
+    XLMRobertaModel(config).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    enc = models.load_encoder(str(tmp_path))
+    assert enc.max_length == 12 - (tok.pad_token_id + 1)
+    reps = enc.encode(["In the beginning God created the heavens and the earth. " * 5], "en", cache=False)
+    assert reps.shape == (2, 1, 16) and np.isfinite(reps).all()

@@ -113,6 +113,14 @@ def _default_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _max_positions(config) -> int:
+    """The longest input the position embeddings allow (RoBERTa-style models start counting after padding)."""
+    limit = getattr(config, "max_position_embeddings", None) or 10**9
+    if config.model_type in ("xlm-roberta", "roberta"):
+        limit -= config.pad_token_id + 1
+    return limit
+
+
 class Encoder:
     """A multilingual encoder with its tokenizer: tokenize, pool, encode every layer."""
 
@@ -133,6 +141,7 @@ class Encoder:
         self._special_ids = torch.tensor(sorted(special), dtype=torch.long)
         self._vocab = None
         self.fingerprint = fingerprint if fingerprint is not None else {"name": name}
+        self.max_length = min(tokenizer.model_max_length, _max_positions(config))
 
     def __repr__(self):
         return (f"Encoder({self.name!r}, {type(self.model).__name__}, layers={self.num_layers}, "
@@ -157,7 +166,7 @@ class Encoder:
     def tokenize(self, texts, lang: str, max_length: int = 256):
         """A padded BatchEncoding of `texts` on the model's device, with `lang`'s code where the model uses one."""
         self._set_language(lang)
-        max_length = min(max_length, self.tokenizer.model_max_length)
+        max_length = min(max_length, self.max_length)
         batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
                                return_tensors="pt")
         return batch.to(self.device)
@@ -204,7 +213,7 @@ class Encoder:
         path = self._cache_path(texts, lang, max_length)
         if cache and path.is_file():
             return np.load(path)
-        reps = self._encode(texts, batch_size, min(max_length, self.tokenizer.model_max_length))
+        reps = self._encode(texts, batch_size, min(max_length, self.max_length))
         if cache:
             with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.save(f, reps)
