@@ -233,3 +233,24 @@ def test_languages_without_a_code_are_skipped_with_a_warning(cfg, lab):
         df = transfer.evaluate(enc, {"genre": greek}, seeds=[0], params=transfer.Params.from_config(cfg),
                                cache=False, progress=False)
     assert list(df.lang) == ["en"]
+
+
+def test_run_same_rows_with_workers_and_from_cache(cfg, tmp_path, monkeypatch):
+    """The preset-level runner: model folders, worker processes, then everything from the cache."""
+    folder = tmp_path / "tiny"
+    enc = _xlmr(cfg, seed=6, name="run")
+    enc.model.save_pretrained(folder)
+    enc.tokenizer.save_pretrained(folder)
+    small = {**cfg, "transfer_tasks": ["genre", "retrieval"], "transfer_seeds": [0, 1]}
+    serial = transfer.run(small, models=[str(folder)], cache=False, write=False, progress=False, workers=1)
+    parallel = transfer.run(small, models=[str(folder)], write=False, progress=False, workers=2)
+    pd.testing.assert_frame_equal(serial, parallel)
+    assert set(serial.seed[serial.task == "genre"]) == {0, 1} and len(transfer.main_rows(serial)) == 3 * 4
+
+    def boom(*args, **kwargs):
+        raise AssertionError("ran again")
+
+    monkeypatch.setattr(transfer, "_finetune", boom)
+    monkeypatch.setattr(transfer, "_retrieve", boom)
+    again = transfer.run(small, models=[str(folder)], write=False, progress=False)
+    pd.testing.assert_frame_equal(again, parallel)

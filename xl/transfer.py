@@ -38,6 +38,7 @@ touches.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -76,16 +77,20 @@ class Params:
     weight_decay: float = 0.01
     dropout: float = 0.1
     clip: float = 1.0
+    pair_head: str = "cross"  # "cross": one joined sequence; "siamese": [u, v, |u-v|, u*v] of the two sides
     eval_batch_size: int = 128
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Params":
         return cls(epochs=int(cfg["transfer_epochs"]), lr=float(cfg["transfer_lr"]),
-                   batch_size=int(cfg["transfer_batch_size"]), max_length=int(cfg["transfer_max_length"]))
+                   batch_size=int(cfg["transfer_batch_size"]), max_length=int(cfg["transfer_max_length"]),
+                   pair_head=cfg.get("transfer_pair_head") or "cross")
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8 or not self.lr > 0:
             raise XLError(f"bad fine-tuning parameters {self}: epochs >= 1, batch >= 1, max_length >= 8, lr > 0")
+        if self.pair_head not in ("cross", "siamese"):
+            raise XLError(f"pair_head must be 'cross' or 'siamese', got {self.pair_head!r}")
 
     def key(self) -> dict:
         d = dataclasses.asdict(self)
@@ -96,9 +101,13 @@ class Params:
 # ---------------------------------------------------------------- model identity and caching
 
 def model_fingerprint(encoder) -> str:
-    """The encoder's declared fingerprint (xl.models) plus a checksum of its current weights."""
-    sums = [p.detach().double().sum().item() for p in encoder.model.state_dict().values()
-            if torch.is_tensor(p) and p.is_floating_point()]
+    """The encoder's declared fingerprint (xl.models) plus a checksum of its current weights.
+
+    BERT/XLM-R poolers are left out: no head here reads them, and a checkpoint saved
+    without one gets a fresh random pooler at every load.
+    """
+    sums = [p.detach().double().sum().item() for name, p in encoder.model.state_dict().items()
+            if torch.is_tensor(p) and p.is_floating_point() and not name.startswith("pooler.")]
     declared = getattr(encoder, "fingerprint", None) or {"name": getattr(encoder, "name", type(encoder.model).__name__)}
     return io.digest("model", declared, type(encoder.model).__name__, type(encoder.tokenizer).__name__,
                      len(encoder.tokenizer), [f"{s:.6e}" for s in sums])
@@ -193,24 +202,45 @@ class _TagBatcher:
 # ---------------------------------------------------------------- model with head
 
 class TaskModel(nn.Module):
-    """Encoder + dropout + linear head; pooled (mean over pool_mask) or per token."""
+    """Encoder + dropout + linear head: pooled (mean over pool_mask), per token, or siamese for pairs."""
 
-    def __init__(self, encoder, n_labels: int, per_token: bool, dropout: float):
+    def __init__(self, encoder, n_labels: int, per_token: bool, dropout: float, siamese: bool = False):
         super().__init__()
         self.encoder_module = encoder.model
         self.pool_mask = encoder.pool_mask
         self.per_token = per_token
+        self.siamese = siamese
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(encoder.hidden_size, n_labels)
+        self.head = nn.Linear(encoder.hidden_size * (4 if siamese else 1), n_labels)
 
-    def forward(self, batch):
+    def _states(self, batch):
         out = self.encoder_module(**_model_inputs(batch))
-        h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        if self.per_token:
-            return self.head(self.dropout(h))
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+    def _pool(self, batch):
+        h = self._states(batch)
         mask = self.pool_mask(batch).to(h.dtype)
-        pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        return self.head(self.dropout(pooled))
+        return (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+
+    def forward(self, batch, batch_b=None):
+        if self.per_token:
+            return self.head(self.dropout(self._states(batch)))
+        if self.siamese:
+            u, v = self._pool(batch), self._pool(batch_b)
+            return self.head(self.dropout(torch.cat([u, v, (u - v).abs(), u * v], -1)))
+        return self.head(self.dropout(self._pool(batch)))
+
+
+def _siamese(task, params) -> bool:
+    return params.pair_head == "siamese" and task.kind in ("pair", "ranking")
+
+
+def _inputs(encoder, task, df: pd.DataFrame, lang: str, params) -> tuple:
+    """(batch, second batch or None) for sentence or pair examples."""
+    if _siamese(task, params):
+        return (encoder.tokenize(df.text.astype(str).tolist(), lang, max_length=params.max_length),
+                encoder.tokenize(df.text_b.astype(str).tolist(), lang, max_length=params.max_length))
+    return encoder.tokenize(_texts(encoder, df), lang, max_length=params.max_length), None
 
 
 def _autocast(encoder):
@@ -233,7 +263,6 @@ def predict(model: TaskModel, encoder, task, df: pd.DataFrame, lang: str, params
     order = _order(df, task)
     out = [None] * len(df)
     batcher = _TagBatcher(encoder, lang, params.max_length) if task.kind == "tagging" else None
-    texts = None if task.kind == "tagging" else _texts(encoder, df)
     with torch.inference_mode(), _autocast(encoder):
         for start in range(0, len(df), params.eval_batch_size):
             idx = order[start:start + params.eval_batch_size]
@@ -248,8 +277,7 @@ def predict(model: TaskModel, encoder, task, df: pd.DataFrame, lang: str, params
                         tags[w] = int(best[row, pos])
                     out[i] = tags
                 continue
-            batch = encoder.tokenize([texts[i] for i in idx], lang, max_length=params.max_length)
-            logits = model(batch).float()
+            logits = model(*_inputs(encoder, task, df.iloc[idx], lang, params)).float()
             if task.kind == "ranking":
                 p = logits.softmax(-1)
                 values = (p * torch.arange(p.shape[-1], device=p.device)).sum(-1).cpu().numpy()
@@ -274,10 +302,8 @@ def _loss(model, encoder, task, df, idx, lang, params, batcher):
         batch, _ = batcher([df.words.iloc[i] for i in idx], [df.tags.iloc[i] for i in idx])
         logits = model(batch)
         return nn.functional.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
-    texts = _texts(encoder, df.iloc[idx])
-    batch = encoder.tokenize(texts, lang, max_length=params.max_length)
     y = torch.as_tensor(df.label.to_numpy()[idx].astype(np.int64), device=encoder.device)
-    return nn.functional.cross_entropy(model(batch).float(), y)
+    return nn.functional.cross_entropy(model(*_inputs(encoder, task, df.iloc[idx], lang, params)).float(), y)
 
 
 def finetune(encoder, task, seed: int = 0, params: Params | None = None, *, cache: bool = True,
@@ -294,25 +320,67 @@ def finetune(encoder, task, seed: int = 0, params: Params | None = None, *, cach
     missing = [lang for lang in languages if lang not in task.test]
     if missing:
         raise XLError(f"task {task.name!r} has no test set for {missing}; it has {task.languages}")
-    key = io.digest(CACHE_VERSION, model_fingerprint(encoder), task.fingerprint(), int(seed), params.key(),
-                    sorted(languages))
+    key = _finetune_key(encoder, task, seed, params, languages)
     if cache:
         hit = _read_cache(key)
         if hit is not None:
             return {**hit, "cached": True}
-    result = _finetune(encoder, task, int(seed), params, progress, languages)
+    with _threads(encoder):
+        result = _finetune(encoder, task, int(seed), params, progress, languages)
     if cache:
         io.write_json(result, _cache_file(key))
     return {**result, "cached": False}
 
 
+def max_length(encoder, requested: int) -> int:
+    """`requested`, clipped to what the tokenizer and the model's position embeddings allow."""
+    limit = int(requested)
+    tokenizer_limit = getattr(encoder.tokenizer, "model_max_length", None)
+    if tokenizer_limit and tokenizer_limit < 1_000_000:
+        limit = min(limit, int(tokenizer_limit))
+    config = getattr(encoder.model, "config", None)
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions:
+        if getattr(config, "model_type", "") in ("xlm-roberta", "roberta"):  # positions start after padding_idx
+            positions -= (config.pad_token_id or 0) + 1
+        limit = min(limit, int(positions))
+    return limit
+
+
+def _finetune_key(encoder, task, seed, params, languages) -> str:
+    return io.digest(CACHE_VERSION, model_fingerprint(encoder), task.fingerprint(), int(seed), params.key(),
+                     sorted(languages))
+
+
+def _retrieval_key(encoder, task, languages, limit) -> str:
+    return io.digest(CACHE_VERSION, "retrieval", model_fingerprint(encoder), task.fingerprint(), sorted(languages),
+                     limit)
+
+
+@contextlib.contextmanager
+def _threads(encoder):
+    """One CPU thread while fine-tuning on CPU: results do not depend on the machine's core count,
+    and small models run as fast (parallelism comes from worker processes, see `run`)."""
+    if encoder.device.type != "cpu":
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _finetune(encoder, task, seed, params, progress, languages) -> dict:
     t0 = time.time()
+    params = dataclasses.replace(params, max_length=max_length(encoder, params.max_length))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     n_labels = len(task.labels)
     original = {k: v.detach().to("cpu", copy=True) for k, v in encoder.model.state_dict().items()}
-    model = TaskModel(encoder, n_labels, task.kind == "tagging", params.dropout).to(encoder.device)
+    model = TaskModel(encoder, n_labels, task.kind == "tagging", params.dropout, _siamese(task, params))
+    model = model.to(encoder.device)
     train, dev = task.train.reset_index(drop=True), task.dev
     fallback_tag = 0
     if task.kind == "tagging":
@@ -368,12 +436,19 @@ def retrieve(encoder, task, *, cache: bool = True, languages=None, max_length: i
     if task.kind != "retrieval":
         raise XLError(f"task {task.name!r} is a {task.kind} task, not retrieval")
     languages = list(languages if languages is not None else task.languages)
-    key = io.digest(CACHE_VERSION, "retrieval", model_fingerprint(encoder), task.fingerprint(), sorted(languages),
-                    max_length)
+    key = _retrieval_key(encoder, task, languages, max_length)
     if cache:
         hit = _read_cache(key)
         if hit is not None:
             return hit["layers"]
+    with _threads(encoder):
+        out = _retrieve(encoder, task, languages, max_length)
+    if cache:
+        io.write_json({"layers": out}, _cache_file(key))
+    return out
+
+
+def _retrieve(encoder, task, languages, max_length) -> dict:
     out = {}
     queries = None
     for lang in languages:
@@ -383,8 +458,6 @@ def retrieve(encoder, task, *, cache: bool = True, languages=None, max_length: i
         targets = _normalise(encoder.encode(df["target"].tolist(), lang, max_length=max_length))
         sims = np.einsum("lqh,lth->lqt", queries, targets)
         out[lang] = [tasklib.score(task, df, s.argmax(-1)) for s in sims]
-    if cache:
-        io.write_json({"layers": out}, _cache_file(key))
     return out
 
 
@@ -395,6 +468,45 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- many models, tasks, seeds
 
+def _rows(label, name, task, seed, result) -> list[tuple]:
+    """Result rows in the task's language order (cached results come back with sorted keys)."""
+    if not task.finetuned:
+        rows = []
+        for lang in [lang for lang in task.languages if lang in result]:
+            values = result[lang]
+            rows.append((label, name, lang, 0, task.metric, values[-1]))
+            rows += [(label, name, lang, 0, f"{task.metric} layer {i}", v) for i, v in enumerate(values)]
+        return rows
+    scores = result["scores"]
+    return [(label, name, lang, int(seed), task.metric, scores[lang]) for lang in task.languages if lang in scores]
+
+
+def run_job(encoder, label: str, name: str, task, seed, params: Params, *, cache: bool = True,
+            progress: bool = False, cached_only: bool = False, warn: bool = True):
+    """Rows of one (model, task, seed) job: fine-tuning, or retrieval (seed ignored).
+
+    cached_only: return None instead of computing when the result is not cached yet.
+    """
+    languages = supported_languages(encoder, task, label) if warn else _readable(encoder, task)[0]
+    if not task.finetuned:
+        limit = max_length(encoder, params.max_length)
+        if cached_only and not _is_cached(_retrieval_key(encoder, task, languages, limit)):
+            return None
+        result = retrieve(encoder, task, cache=cache, max_length=limit, languages=languages)
+    else:
+        if cached_only and not _is_cached(_finetune_key(encoder, task, seed, params, languages)):
+            return None
+        result = finetune(encoder, task, seed, params, cache=cache, progress=progress, languages=languages)
+    return _rows(label, name, task, seed, result)
+
+
+def _is_cached(key: str) -> bool:
+    return _read_cache(key) is not None
+
+
+COLUMNS = ["model", "task", "lang", "seed", "metric", "score"]
+
+
 def evaluate(encoder, tasks: dict, seeds=(0,), params: Params | None = None, *, model: str | None = None,
              cache: bool = True, progress: bool = True, bar=None) -> pd.DataFrame:
     """Rows model, task, lang, seed, metric, score for one encoder on `tasks` ({name: Task})."""
@@ -402,26 +514,15 @@ def evaluate(encoder, tasks: dict, seeds=(0,), params: Params | None = None, *, 
     label = model or getattr(encoder, "name", type(encoder.model).__name__)
     rows = []
     for name, task in tasks.items():
-        languages = supported_languages(encoder, task, label)
-        if not task.finetuned:
-            layers = retrieve(encoder, task, cache=cache, max_length=params.max_length, languages=languages)
-            for lang, values in layers.items():
-                rows.append((label, name, lang, 0, task.metric, values[-1]))
-                rows += [(label, name, lang, 0, f"{task.metric} layer {i}", v) for i, v in enumerate(values)]
+        for seed in (seeds if task.finetuned else [0]):
+            rows += run_job(encoder, label, name, task, seed, params, cache=cache, progress=progress)
             if bar is not None:
-                bar.update(len(seeds))
-            continue
-        for seed in seeds:
-            result = finetune(encoder, task, seed, params, cache=cache, progress=progress, languages=languages)
-            rows += [(label, name, lang, int(seed), task.metric, s) for lang, s in result["scores"].items()]
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(model=label, task=name, cached=result["cached"])
-    return pd.DataFrame(rows, columns=["model", "task", "lang", "seed", "metric", "score"])
+                bar.update(1 if task.finetuned else len(seeds))
+                bar.set_postfix(model=label, task=name)
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def supported_languages(encoder, task, label: str = "the model") -> list[str]:
-    """The task's test languages that the encoder can read (mBART-50 has no code for el, bg...), with a warning."""
+def _readable(encoder, task) -> tuple[list[str], list[str]]:
     ok, skipped = [], []
     for lang in task.languages:
         try:
@@ -429,6 +530,12 @@ def supported_languages(encoder, task, label: str = "the model") -> list[str]:
             ok.append(lang)
         except XLError:
             skipped.append(lang)
+    return ok, skipped
+
+
+def supported_languages(encoder, task, label: str = "the model") -> list[str]:
+    """The task's test languages that the encoder can read (mBART-50 has no code for el, bg...), with a warning."""
+    ok, skipped = _readable(encoder, task)
     if task.source_lang in skipped:
         raise XLError(f"{label} cannot read {task.source_lang!r}, the training language of task {task.name!r}")
     if skipped:
@@ -451,24 +558,90 @@ def model_label(name: str) -> str:
     return by_id.get(name, name)
 
 
-def run(cfg: dict, models=None, task_names=None, seeds=None, *, cache: bool = True, progress: bool = True,
-        write: bool = True, device=None) -> pd.DataFrame:
-    """The whole transfer evaluation of a preset; writes transfer.csv and transfer_chance.csv to its results."""
+_WORKER: dict = {}
+
+
+def _worker_init(tasks, preset, device):
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    _WORKER.update(tasks=tasks, preset=preset, device=device, encoders={})
+
+
+def _encoder(name, preset, device, memo):
     from xl.models import load_encoder
+    if name not in memo:
+        memo[name] = load_encoder(name, preset=preset, device=device)
+    return memo[name]
+
+
+def _worker_job(name, task_name, seed, params, cache):
+    encoder = _encoder(name, _WORKER["preset"], _WORKER["device"], _WORKER["encoders"])
+    return run_job(encoder, model_label(name), task_name, _WORKER["tasks"][task_name], seed, params, cache=cache,
+                   warn=False)
+
+
+def default_workers(work: int, device=None) -> int:
+    """Worker processes for `run`: one per CPU core (at most 4) on CPU when there is enough work
+    (training examples x epochs over all jobs, above 20,000) to pay for starting them; one on a GPU."""
+    import os
+    if (device is not None and torch.device(device).type != "cpu") or (device is None and torch.cuda.is_available()):
+        return 1
+    return max(1, min(os.cpu_count() or 1, 4)) if work > 20_000 else 1
+
+
+def run(cfg: dict, models=None, task_names=None, seeds=None, *, cache: bool = True, progress: bool = True,
+        write: bool = True, device=None, workers: int | None = None) -> pd.DataFrame:
+    """The whole transfer evaluation of a preset; writes transfer.csv and transfer_chance.csv to its results.
+
+    Jobs (model, task, seed) already in the cache are read in this process; the others run
+    here (workers=1) or in `workers` processes of one CPU thread each (default: one per core
+    on CPU). Results do not depend on the number of workers.
+    """
     models = list(models if models is not None else cfg["models"])
     seeds = [int(s) for s in (seeds if seeds is not None else cfg["transfer_seeds"])]
     tasks = build_tasks(cfg, task_names)
     params = Params.from_config(cfg)
-    runs = len(models) * len(tasks) * len(seeds)
-    bar = tqdm(total=runs, desc="transfer", disable=not progress)
-    frames = []
-    for name in models:
-        encoder = load_encoder(name, preset=cfg["preset"], device=device)
-        frames.append(evaluate(encoder, tasks, seeds, params, model=model_label(name), cache=cache,
-                               progress=progress, bar=bar))
+    jobs = [(name, task_name, seed) for name in models for task_name, task in tasks.items()
+            for seed in (seeds if task.finetuned else [0])]
+    bar = tqdm(total=len(jobs), desc="transfer", disable=not progress)
+    results, todo = {}, []
+    for name in models:  # what the cache has; one model in memory at a time
+        encoder = _encoder(name, cfg["preset"], device, {})
+        for task_name, task in tasks.items():
+            supported_languages(encoder, task, model_label(name))  # warns here, once
+        for job in [j for j in jobs if j[0] == name] if cache else []:
+            rows = run_job(encoder, model_label(name), job[1], tasks[job[1]], job[2], params, cached_only=True,
+                           warn=False)
+            if rows is not None:
+                results[job] = rows
+                bar.update(1)
         del encoder
+    todo = [job for job in jobs if job not in results]
+    if workers is None:
+        workers = default_workers(sum(len(tasks[t].train) if tasks[t].finetuned else 0 for _, t, _ in todo)
+                                  * params.epochs, device)
+    if todo and workers == 1:
+        for name in dict.fromkeys(job[0] for job in todo):
+            encoder = _encoder(name, cfg["preset"], device, {})
+            for job in [j for j in todo if j[0] == name]:
+                bar.set_postfix(model=model_label(name), task=job[1], seed=job[2])
+                results[job] = run_job(encoder, model_label(name), job[1], tasks[job[1]], job[2], params,
+                                       cache=cache, progress=progress, warn=False)
+                bar.update(1)
+            del encoder
+    elif todo:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(tasks, cfg["preset"], device)) as pool:
+            futures = {pool.submit(_worker_job, *job, params, cache): job for job in todo}
+            for future in as_completed(futures):
+                job = futures[future]
+                results[job] = future.result()
+                bar.set_postfix(model=model_label(job[0]), task=job[1], seed=job[2])
+                bar.update(1)
     bar.close()
-    df = pd.concat(frames, ignore_index=True)
+    df = pd.DataFrame([row for job in jobs for row in results[job]], columns=COLUMNS)
     if write:
         store = Store(cfg["preset"])
         store.write("transfer", df)
