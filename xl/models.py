@@ -25,6 +25,13 @@ from xl import hub, io, languages as langs, paths, presets
 from xl.errors import XLError
 
 CACHE_VERSION = "reps-v1"
+
+
+def quiet_transformers() -> None:
+    """Keep load reports and weight-loading bars out of the book's pages (errors still show)."""
+    import transformers
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
 LAB_HINT = "train it first with the models chapter: xl run models --preset {preset}"
 
 
@@ -89,6 +96,7 @@ def load_encoder(name: str, preset: str | None = None, device=None) -> "Encoder"
     in the models of `preset` (default: lab).
     """
     from transformers import AutoTokenizer
+    quiet_transformers()
     source, folder = _resolve(name, preset)
     local_only = folder is not None
     if folder is None:

@@ -29,3 +29,16 @@ def heatmap(matrix, labels, title=None, ax=None, vmin=0, vmax=1, cmap="viridis",
                 square=True, annot=annot, fmt=".2f", cbar_kws={"shrink": 0.7}, ax=ax)
     ax.set_title(title or "")
     return ax.figure
+
+
+def integer_ticks(*axes) -> None:
+    """Layers and steps are whole numbers: no 0.25 ticks."""
+    from matplotlib.ticker import MaxNLocator
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def say(text: str):
+    """A sentence computed from results, shown as prose (wrapped) rather than a printed line."""
+    from IPython.display import Markdown
+    return Markdown(text)
