@@ -1,0 +1,246 @@
+"""Lab models: objectives, the training loop (determinism, resume), saving and reuse, CP from a base folder."""
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+import xl
+from xl import hub, languages, objectives, paths, tokenizer, training, translate
+from xl.errors import XLError
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and lose a lot when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return xl.config("smoke")
+
+
+@pytest.fixture(scope="module")
+def mtok(cfg):
+    return tokenizer.mbart_tokenizer(cfg)
+
+
+@pytest.fixture(scope="module")
+def trained(cfg):
+    """All six smoke lab models (the session's temporary XL_CACHE, see conftest)."""
+    return training.train_lab_models(cfg, write=False)
+
+
+def code_id(tok, lang):
+    return tok.convert_tokens_to_ids(languages.code(lang, "mbart"))
+
+
+# ---------------------------------------------------------------- objectives
+
+def test_span_infilling_masks_35_percent_in_collapsed_spans():
+    rng = np.random.default_rng(0)
+    mask = 9999
+    removed = total = spans = 0
+    for n in rng.integers(5, 90, size=300):
+        ids = list(range(10, 10 + n))
+        out = objectives.span_infill(ids, mask, rng)
+        kept = [t for t in out if t != mask]
+        assert kept == [t for t in ids if t in set(kept)]          # order preserved, nothing invented
+        assert all(not (a == b == mask) for a, b in zip(out, out[1:]))  # each span is one <mask>
+        removed += n - len(kept)
+        total += n
+        spans += out.count(mask)
+        assert n - len(kept) == round(0.35 * n)
+    assert removed / total == pytest.approx(0.35, abs=0.01)
+    assert removed / spans == pytest.approx(3.5, abs=0.6)             # Poisson(3.5) span lengths
+
+
+def test_denoising_batch_keeps_language_code(cfg, mtok):
+    texts = ["In the beginning God created the heaven and the earth.", "Im Anfang schuf Gott Himmel und Erde."]
+    task = objectives.MonolingualTask("dae", mtok, texts, ["en", "de"], steps=3, batch_size=2,
+                                      max_length=32, seed=0)
+    for step in range(3):
+        b = task.batch(step)
+        for src, tgt in zip(b["input_ids"], b["labels"]):
+            assert src[0] == tgt[0] and src[0] in (code_id(mtok, "en"), code_id(mtok, "de"))
+            assert mtok.mask_token_id in src.tolist()
+            assert tgt[tgt != objectives.IGNORE][-1] == mtok.eos_token_id
+            # the target is the clean verse in its own language
+            lang = "en" if src[0] == code_id(mtok, "en") else "de"
+            clean = mtok(texts[0 if lang == "en" else 1], add_special_tokens=False)["input_ids"]
+            assert tgt[1:1 + len(clean)].tolist() == clean
+    b1, b2 = task.batch(1), task.batch(1)
+    assert torch.equal(b1["input_ids"], b2["input_ids"])                # a batch depends on its step only
+
+
+def test_translation_batches_follow_directions(cfg, mtok):
+    par = training.parallel_train(cfg).head(50)
+    en = code_id(mtok, "en")
+    for kind in ("m2o", "o2m", "m2m"):
+        task = objectives.TranslationTask(mtok, par, objectives.directions(kind, cfg["languages"]), steps=8,
+                                          batch_size=8, max_length=32, seed=0)
+        src = torch.cat([task.batch(s)["input_ids"][:, 0] for s in range(8)])
+        tgt = torch.cat([task.batch(s)["labels"][:, 0] for s in range(8)])
+        if kind == "m2o":
+            assert (tgt == en).all() and (src != en).all()
+        elif kind == "o2m":
+            assert (src == en).all() and (tgt != en).all()
+        else:
+            assert (src != tgt).all() and len(set(zip(src.tolist(), tgt.tolist()))) > 6
+    # the target of a German -> English pair is the English verse
+    task = objectives.TranslationTask(mtok, par, [("de", "en")], steps=1, batch_size=1, max_length=32, seed=0)
+    b, (_, _, row) = task.batch(0), task.examples[task.batches[0][0]]
+    english = mtok(par.en[row], add_special_tokens=False)["input_ids"][:30]
+    assert b["labels"][0, 1:-1].tolist() == english
+
+
+def test_directions():
+    assert objectives.directions("m2o", ["en", "de", "zh"]) == [("de", "en"), ("zh", "en")]
+    assert objectives.directions("o2m", ["en", "de", "zh"]) == [("en", "de"), ("en", "zh")]
+    assert len(objectives.directions("m2m", ["en", "de", "zh"])) == 6
+    with pytest.raises(XLError):
+        objectives.directions("x2y", ["en"])
+
+
+# ---------------------------------------------------------------- loop
+
+class FixedTask:
+    def __init__(self, batch, fail_at=None):
+        self.b, self.fail_at = batch, fail_at
+
+    def batch(self, step):
+        if step == self.fail_at:
+            raise KeyboardInterrupt("killed")
+        return self.b
+
+
+def tiny_mbart(cfg, tok, seed=0):
+    torch.manual_seed(seed)
+    return training.MBartForConditionalGeneration(training.mbart_config(cfg, tok))
+
+
+def fixed_batch(cfg, mtok):
+    par = training.parallel_train(cfg).head(40)
+    return objectives.TranslationTask(mtok, par, [("de", "en")], steps=1, batch_size=8, max_length=32,
+                                      seed=0).batch(0)
+
+
+def test_loss_decreases(cfg, mtok, tmp_path):
+    model, log = training.fit(tiny_mbart(cfg, mtok), FixedTask(fixed_batch(cfg, mtok)), 20, lr=3e-3, warmup=0.1,
+                              seed=0, digest="x", checkpoint=tmp_path / "ck.pt", log_every=5)
+    assert [s for s, _ in log] == [5, 10, 15, 20]
+    assert log[-1][1] < log[0][1] - 0.5
+
+
+def test_resume_from_checkpoint_continues_at_saved_step(cfg, mtok, tmp_path):
+    batch = fixed_batch(cfg, mtok)
+    common = dict(lr=3e-3, warmup=0.1, seed=0, digest="d", checkpoint_every=3, log_every=1)
+    reference, ref_log = training.fit(tiny_mbart(cfg, mtok), FixedTask(batch), 6,
+                                      checkpoint=tmp_path / "a.pt", **common)
+    ck = tmp_path / "b.pt"
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(tiny_mbart(cfg, mtok), FixedTask(batch, fail_at=4), 6, checkpoint=ck, **common)
+    assert torch.load(ck, weights_only=False)["step"] == 3
+    seen = []
+
+    class Recording(FixedTask):
+        def batch(self, step):
+            seen.append(step)
+            return super().batch(step)
+
+    resumed, log = training.fit(tiny_mbart(cfg, mtok, seed=1), Recording(batch), 6, checkpoint=ck, **common)
+    assert seen == [3, 4, 5]
+    assert [s for s, _ in log] == [s for s, _ in ref_log]
+    for (k, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k               # same weights as without the kill
+
+
+# ---------------------------------------------------------------- lab models
+
+def test_smoke_lab_models_train_fast(trained, cfg):
+    assert list(trained.model) == list(training.LAB)
+    for name in training.LAB:
+        info = training.marker(paths.model_dir("smoke", name))
+        assert info["digest"] == training.digest_of(name, cfg)
+        assert len(info["log"]) > 0
+        assert not training.checkpoint_path(paths.model_dir("smoke", name)).exists()
+    assert trained.seconds.sum() < 40
+
+
+def test_saved_models_load_like_hub_models(trained, cfg, mtok):
+    enc = mtok(["Im Anfang schuf Gott Himmel und Erde."], return_tensors="pt")
+    folder = paths.model_dir("smoke", "lab-m2o")
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.src_lang = "de_DE"
+    assert tok("Im Anfang schuf Gott Himmel und Erde.")["input_ids"] == [code_id(mtok, "de")] + \
+        mtok("Im Anfang schuf Gott Himmel und Erde.", add_special_tokens=False)["input_ids"] + [mtok.eos_token_id]
+    # save it again and load it back: identical outputs
+    training.save(model, tok, folder.parent / "copy", {"digest": "copy"})
+    again = AutoModel.from_pretrained(folder.parent / "copy").eval()
+    with torch.no_grad():
+        a = model.model.encoder(**enc).last_hidden_state
+        b = again.encoder(**enc).last_hidden_state
+    assert torch.equal(a, b)
+    mlm = AutoModelForMaskedLM.from_pretrained(paths.model_dir("smoke", "lab-mlm"))
+    xtok = AutoTokenizer.from_pretrained(paths.model_dir("smoke", "lab-mlm"))
+    assert xtok("In the beginning")["input_ids"] == tokenizer.xlmr_tokenizer(cfg)("In the beginning")["input_ids"]
+    assert mlm.config.vocab_size == len(xtok)
+
+
+def test_saved_model_is_reused_and_retrained_when_parameters_change(trained, cfg, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(training, "fit", boom)
+    for name in training.LAB:
+        assert training.lab_model(name, cfg) == paths.model_dir("smoke", name)
+    changed = {**cfg, "train_steps": {**cfg["train_steps"], "dae": cfg["train_steps"]["dae"] + 1}}
+    assert training.digest_of("lab-m2m", changed) != training.digest_of("lab-m2m", cfg)  # CP follows its base
+    assert training.digest_of("lab-mlm", changed) == training.digest_of("lab-mlm", cfg)
+    with pytest.raises(AssertionError, match="trained again"):
+        training.lab_model("lab-dae", changed)
+
+
+def test_mt_quality_table(trained, cfg, monkeypatch, tmp_path):
+    monkeypatch.setenv("XL_RESULTS", str(tmp_path))
+    q = translate.mt_quality(cfg, ["lab-m2o", "lab-o2m"])
+    assert set(zip(q.src, q.tgt)) <= {(s, "en") for s in cfg["languages"]} | {("en", t) for t in cfg["languages"]}
+    assert (q[q.model == "lab-m2o"].tgt == "en").all() and (q[q.model == "lab-o2m"].src == "en").all()
+    assert (tmp_path / "smoke" / "mt_quality.csv").is_file()
+    assert list(pd.read_csv(tmp_path / "smoke" / "mt_quality.csv").columns)[:4] == ["model", "src", "tgt", "chrf"]
+
+
+# ---------------------------------------------------------------- paper-scale CP path
+
+def test_continue_pretraining_from_a_local_base_folder(cfg, mtok, tmp_path):
+    base = tmp_path / "tiny-mbart"
+    training.save(tiny_mbart(cfg, mtok), mtok, base, {"digest": "tiny"})
+    corpus = pd.DataFrame({"en": ["In the beginning.", "And God said.", "Let there be light.", "It was good."],
+                           "de": ["Im Anfang.", "Und Gott sprach.", None, "Es war gut."],
+                           "zh": ["起初。", None, "要有光。", "是好的。"]})
+    out = tmp_path / "tiny-m2o"
+    folder = training.continue_pretraining(base, corpus, "m2o", out, steps=3, batch_size=4, max_length=32,
+                                           lr=1e-3, languages=["en", "de", "zh"])
+    assert folder == out and training.marker(out)["steps"] == 3
+    model, tok = translate.load(str(out), cfg)
+    assert translate.translate(model, tok, ["Im Anfang."], "de", "en", max_length=8)[0] is not None
+
+
+def test_continue_pretraining_fails_fast_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub.reachable.cache_clear()
+    start = time.perf_counter()
+    with pytest.raises(XLError, match="facebook/mbart-large-50"):
+        training.continue_pretraining("facebook/mbart-large-50", pd.DataFrame({"en": ["a"], "de": ["b"]}), "m2o",
+                                      tmp_path / "out", steps=1, batch_size=1)
+    with pytest.raises(XLError, match="opus-100"):
+        training.hub_parallel("Helsinki-NLP/opus-100", ["en", "de"])
+    assert time.perf_counter() - start < 5
+    hub.reachable.cache_clear()
