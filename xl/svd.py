@@ -45,6 +45,8 @@ def load(model_or_path) -> torch.nn.Module:
     """A loaded model as is; a folder or hub id through AutoModel (hub only if reachable)."""
     if isinstance(model_or_path, torch.nn.Module):
         return model_or_path
+    from xl.models import quiet_transformers
+    quiet_transformers()
     name = str(model_or_path)
     if Path(name).exists():
         return AutoModel.from_pretrained(name)
