@@ -51,16 +51,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from xl import io, paths, presets, tasks as tasklib
+from xl import io, paths, tasks as tasklib, zoo
 from xl.errors import XLError
 from xl.results import Store
 
 CACHE_VERSION = "transfer-v1"
-# Lab models and the paper rows they stand for (xl.training.LAB), in Table 1's order.
-PAPER_ANALOGUE = {"lab-mlm": "XLM-R", "lab-dae": "mBART", "lab-mt": "NLLB 600M",
-                  "lab-m2o": "mBART m2o", "lab-o2m": "mBART o2m", "lab-m2m": "mBART m2m"}
-FAMILY = {"mBERT": "LM", "XLM-R": "LM", "mBART": "LM", "NLLB 600M": "MT",
-          "mBART m2o": "CP", "mBART o2m": "CP", "mBART m2m": "CP"}
+# Lab models and the paper rows they stand for, model families (LM, MT, CP): xl.zoo.
+PAPER_ANALOGUE = zoo.PAPER_ANALOGUE
 # Lab tasks and the XGLUE columns of Table 1 they stand for.
 TASK_ANALOGUE = {"genre": "NC", "xref": "PAWS-X", "retrieval": None}
 PAPER = "paper (XGLUE, Table 1)"
@@ -553,9 +550,8 @@ def build_tasks(cfg: dict, names=None) -> dict:
 
 
 def model_label(name: str) -> str:
-    """Row label of a model: lab names as they are, hub ids by the paper's row name."""
-    by_id = {v: k for k, v in presets.PAPER_MODELS.items()}
-    return by_id.get(name, name)
+    """Row label of a model: lab names as they are, hub ids by the paper's row name (xl.zoo.label)."""
+    return zoo.label(name)
 
 
 _WORKER: dict = {}
@@ -705,37 +701,57 @@ def beside_paper(ours: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def agreement(ours: pd.DataFrame) -> dict:
-    """Does the lab scale agree with the paper? LM-trained vs MT-trained average, and rank correlation.
+def agreement(ours: pd.DataFrame, spread: pd.DataFrame | None = None, chance: pd.Series | None = None) -> dict:
+    """Does the lab scale agree with the paper (LM-trained models transfer better than MT-trained ones)?
 
-    `ours`: a table1() frame. Returns the mean score of each family (over tasks), the
-    Spearman correlation between our per-model averages and the paper's (over the
-    matched rows), and a plain sentence.
+    ours: a table1() frame (its columns are the tasks compared); spread: seed_spread() of the
+    same runs (a gap smaller than the mean spread is called inconclusive); chance: chance level
+    per task on the same scale (tasks where models stay within 2 points of it are named).
+    Returns the family means, their gap, the Spearman correlation of our per-model averages
+    with the paper's (matched rows), and a plain sentence.
     """
     from scipy.stats import spearmanr
     paper = paper_table1()
     avg = ours.mean(axis=1)
-    matched = [m for m in ours.index if PAPER_ANALOGUE.get(m, m) in paper.index]
-    paper_avg = paper.drop(columns="family").mean(axis=1)
-    fam = {m: FAMILY.get(PAPER_ANALOGUE.get(m, m), "?") for m in ours.index}
+    fam = {m: zoo.family(m) for m in ours.index}
     lm = [avg[m] for m in ours.index if fam[m] == "LM"]
     mt = [avg[m] for m in ours.index if fam[m] in ("MT", "CP")]
+    lm_mean = float(np.mean(lm)) if lm else float("nan")
+    mt_mean = float(np.mean(mt)) if mt else float("nan")
+    matched = [m for m in ours.index if PAPER_ANALOGUE.get(m, m) in paper.index]
+    paper_avg = paper.drop(columns="family").mean(axis=1)
     rho = float("nan")
     if len(matched) >= 3:
         rho = float(spearmanr([avg[m] for m in matched], [paper_avg[PAPER_ANALOGUE.get(m, m)] for m in matched])[0])
-    lm_mean = float(np.mean(lm)) if lm else float("nan")
-    mt_mean = float(np.mean(mt)) if mt else float("nan")
-    if lm and mt:
-        agrees = lm_mean > mt_mean
-        sentence = (f"LM-trained models average {lm_mean:.1f} and MT-trained ones (CP and MT) {mt_mean:.1f} over "
-                    f"non-English languages and tasks: the lab scale {'agrees' if agrees else 'does not agree'} "
-                    f"with the paper, where LM-trained models transfer better")
-        if not math.isnan(rho):
-            sentence += f" (rank correlation of model averages with the paper's: {rho:+.2f})"
-        sentence += "."
+    noise = float(spread.reindex(index=ours.index, columns=ours.columns).stack().mean()) if spread is not None else 0.0
+    at_chance = []
+    if chance is not None:
+        at_chance = [t for t in ours.columns if t in chance.index and ours[t].mean() - chance[t] < 2.0]
+    out = {"LM": lm_mean, "MT": mt_mean, "gap": lm_mean - mt_mean, "spread": noise, "spearman": rho,
+           "at_chance": at_chance, "agrees": None}
+    if not (lm and mt):
+        out["sentence"] = "Not enough model families at this scale to compare with the paper."
+        return out
+    tasks_text = ", ".join(map(str, ours.columns))
+    sentence = (f"Averaged over non-English languages and {tasks_text}, LM-trained models score {lm_mean:.1f} "
+                f"and MT-trained ones (translation from scratch or continued with it) {mt_mean:.1f}: ")
+    if abs(lm_mean - mt_mean) <= noise:
+        sentence += (f"the gap ({lm_mean - mt_mean:+.1f}) is within the spread across seeds ({noise:.1f}), so the lab "
+                     f"scale neither confirms nor contradicts the paper")
     else:
-        agrees, sentence = None, "Not enough model families to compare with the paper."
-    return {"LM": lm_mean, "MT": mt_mean, "spearman": rho, "agrees": agrees, "sentence": sentence}
+        out["agrees"] = bool(lm_mean > mt_mean)
+        sentence += (f"the lab scale {'agrees' if out['agrees'] else 'does not agree'} with the paper, where "
+                     f"LM-trained models transfer better")
+    if not math.isnan(rho):
+        sentence += f" (rank correlation of the model averages with the paper's: {rho:+.2f})"
+    sentence += "."
+    if at_chance:
+        sentence += f" Caution: models stay within 2 points of chance on {', '.join(map(str, at_chance))}."
+    out["sentence"] = sentence
+    return out
+
+
+BASELINE_SUFFIXES = ("_shuffled", "_chance")  # reference curves of the similarity chapter, not measurements
 
 
 def relate(transfer: pd.DataFrame, similarity: pd.DataFrame | None = None,
@@ -760,7 +776,7 @@ def relate(transfer: pd.DataFrame, similarity: pd.DataFrame | None = None,
         return frame[frame.layer == int(layer)]
 
     if similarity is not None and len(similarity):
-        sim = pick_layer(similarity)
+        sim = pick_layer(similarity[~similarity.metric.str.endswith(BASELINE_SUFFIXES)])
         pairs = sim[(sim.lang_a == source_lang) | (sim.lang_b == source_lang)].copy()
         pairs["lang"] = np.where(pairs.lang_a == source_lang, pairs.lang_b, pairs.lang_a)
         pairs = pairs[pairs.lang != source_lang].groupby(["model", "metric", "lang"], as_index=False).value.mean()
@@ -768,7 +784,7 @@ def relate(transfer: pd.DataFrame, similarity: pd.DataFrame | None = None,
                          on=["model", "lang"])
         out["by_language"] = merged.rename(columns={"mean": "score"})
     if separability is not None and len(separability):
-        sep = pick_layer(separability).groupby(["model", "metric"], as_index=False).value.mean()
+        sep = pick_layer(separability[~separability.metric.str.endswith(BASELINE_SUFFIXES)]).groupby(["model", "metric"], as_index=False).value.mean()
         per_model = s.groupby(["model", "task"], as_index=False)["mean"].mean()
         merged = per_model.merge(sep.rename(columns={"metric": "separability_metric", "value": "separability"}),
                                  on="model")
