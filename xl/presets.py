@@ -62,6 +62,8 @@ PRESETS: dict[str, dict] = {
         transfer_lr=1e-3,
         transfer_batch_size=16,
         transfer_max_length=64,
+        transfer_pair_head="cosine",  # cross (one joined sequence, XGLUE's), cosine or siamese: xl.transfer
+        transfer_head_norm=True,  # standardise pooled vectors before the head (weakly trained lab models)
         xglue_dir=None,  # a local copy of XGLUE's release (xglue_full_dataset), else the hub
     ),
     "lab": dict(
@@ -92,13 +94,15 @@ PRESETS: dict[str, dict] = {
                        "de-fr", "es-ru"],
         transfer_tasks=["genre", "xref", "retrieval"],
         transfer_seeds=[0, 1, 2],
-        transfer_train_size=2000,
-        transfer_dev_size=350,
-        transfer_eval_size=500,
+        transfer_train_size=400,
+        transfer_dev_size=150,
+        transfer_eval_size=150,
         transfer_epochs=3,
-        transfer_lr=1e-4,
-        transfer_batch_size=32,
-        transfer_max_length=96,
+        transfer_lr=1e-3,
+        transfer_batch_size=8,
+        transfer_max_length=64,
+        transfer_pair_head="cosine",
+        transfer_head_norm=True,
         xglue_dir=None,
     ),
     "paper": dict(
@@ -137,6 +141,8 @@ PRESETS: dict[str, dict] = {
         transfer_lr=2e-5,
         transfer_batch_size=32,
         transfer_max_length=128,
+        transfer_pair_head="cross",
+        transfer_head_norm=False,
         xglue_dir=None,
     ),
 }
