@@ -9,12 +9,20 @@ the training examples; a seed gives the same scores every time on a machine.
 
 Heads: every model, encoder-only or the encoder of an encoder-decoder, is read
 the same way, from its last layer (`last_hidden_state`, final layer norm
-included for mBART/NLLB, as a head on the encoder would see it):
-* classification and pair classification: mean over real tokens
-  (`Encoder.pool_mask`: no padding, special or language-code tokens), dropout,
-  linear; a pair is one sequence, the two texts joined by the tokenizer's
-  separator token (`A </s> B`), the same for every model (mBART's tokenizer
-  has no pair template, and BERT's segment ids are left at 0);
+included for mBART/NLLB, as a head on the encoder would see it), pooled by the
+mean over real tokens (`Encoder.pool_mask`: no padding, special or
+language-code tokens):
+* classification: dropout and a linear layer on the pooled vector;
+* pairs (and ranking), three heads (`Params.pair_head`):
+  ``cross`` (XGLUE's, the paper preset's): the two texts joined by the
+  tokenizer's separator token (`A </s> B`) into one sequence, the same for
+  every model (mBART's tokenizer has no pair template; BERT's segment ids stay
+  0), pooled, linear;
+  ``cosine`` (the lab's): each text pooled on its own, both vectors centred
+  (batch statistics while training, running ones after), and the label read
+  from scale * cosine + bias; with a few hundred pairs this learns where the
+  joined-sequence head stays at chance on the lab models;
+  ``siamese``: linear on [u, v, |u - v|, u * v] of the two pooled vectors;
 * ranking (WPR): pair classification over the relevance labels; candidates are
   ranked by the expected label under the head's softmax;
 * token tagging: linear on every token, trained and read at each word's first
@@ -24,11 +32,17 @@ included for mBART/NLLB, as a head on the encoder would see it):
 * retrieval: no fine-tuning and no seed: cosine nearest neighbour of mean-pooled
   representations (`Encoder.encode`), accuracy@1 at the last layer (metric
   ``acc@1``) and at every layer (``acc@1 layer N``, 0 = embeddings).
+`Params.head_norm` standardises the pooled vector (BatchNorm) before the
+classification and siamese heads: the weakly trained lab models give sentence
+vectors that all point nearly the same way (pairwise cosine above 0.99), which
+a plain linear head reads badly; the lab presets use it, the paper preset not.
 
 Optimisation: AdamW (weight decay 0.01), linear warm-up over the first 10% of
 steps then linear decay, gradient clipping at 1, dropout 0.1 on the pooled
-vector. Sizes, epochs, learning rate, batch and max length come from the
-preset (`transfer_*` keys).
+vector. Sizes, epochs, learning rate, batch, max length and heads come from
+the preset (`transfer_*` keys). On CPU every fine-tuning runs on one thread, so
+scores do not depend on the machine's core count; `run` spreads jobs over
+worker processes instead.
 
 Results of every (model, task, seed, parameters) are cached on disk
 (`cache_dir("transfer")`, one JSON file, written atomically), keyed by the
@@ -75,19 +89,22 @@ class Params:
     dropout: float = 0.1
     clip: float = 1.0
     pair_head: str = "cross"  # "cross": one joined sequence; "siamese": [u, v, |u-v|, u*v] of the two sides
+    head_lr_scale: float = 1.0  # the new head's learning rate, relative to the encoder's
+    head_norm: bool = False  # standardise the pooled vector before the head (BatchNorm, see TaskModel)
     eval_batch_size: int = 128
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Params":
         return cls(epochs=int(cfg["transfer_epochs"]), lr=float(cfg["transfer_lr"]),
                    batch_size=int(cfg["transfer_batch_size"]), max_length=int(cfg["transfer_max_length"]),
-                   pair_head=cfg.get("transfer_pair_head") or "cross")
+                   pair_head=cfg.get("transfer_pair_head") or "cross",
+                   head_norm=bool(cfg.get("transfer_head_norm", False)))
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8 or not self.lr > 0:
             raise XLError(f"bad fine-tuning parameters {self}: epochs >= 1, batch >= 1, max_length >= 8, lr > 0")
-        if self.pair_head not in ("cross", "siamese"):
-            raise XLError(f"pair_head must be 'cross' or 'siamese', got {self.pair_head!r}")
+        if self.pair_head not in ("cross", "siamese", "cosine"):
+            raise XLError(f"pair_head must be 'cross', 'siamese' or 'cosine', got {self.pair_head!r}")
 
     def key(self) -> dict:
         d = dataclasses.asdict(self)
@@ -201,14 +218,27 @@ class _TagBatcher:
 class TaskModel(nn.Module):
     """Encoder + dropout + linear head: pooled (mean over pool_mask), per token, or siamese for pairs."""
 
-    def __init__(self, encoder, n_labels: int, per_token: bool, dropout: float, siamese: bool = False):
+    def __init__(self, encoder, n_labels: int, per_token: bool, dropout: float, siamese: bool = False,
+                 norm: bool = False):
         super().__init__()
         self.encoder_module = encoder.model
         self.pool_mask = encoder.pool_mask
         self.per_token = per_token
         self.siamese = siamese
+        self.cosine = siamese == "cosine"
+        width = encoder.hidden_size * (4 if siamese == "siamese" else 1)
+        # Standardising the pooled vector (batch statistics while training, running ones after) lets the
+        # head read representations whose sentence vectors all point the same way (weakly trained models).
+        self.norm = nn.BatchNorm1d(width) if norm and not per_token else nn.Identity()
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(encoder.hidden_size * (4 if siamese else 1), n_labels)
+        if self.cosine:  # score = scale * cos(centred u, centred v) + bias, for the last label
+            self.center = nn.BatchNorm1d(encoder.hidden_size, affine=False)
+            self.head = nn.Linear(1, n_labels - 1)
+            with torch.no_grad():
+                self.head.weight.fill_(5.0)
+                self.head.bias.fill_(0.0)
+        else:
+            self.head = nn.Linear(width, n_labels)
 
     def _states(self, batch):
         out = self.encoder_module(**_model_inputs(batch))
@@ -219,25 +249,48 @@ class TaskModel(nn.Module):
         mask = self.pool_mask(batch).to(h.dtype)
         return (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
 
+    def pair_logits(self, u, v):
+        """Logits of sentence pairs from their pooled vectors (siamese and cosine heads)."""
+        u, v = u.float(), v.float()
+        if self.cosine:
+            cu, cv = self.center(torch.cat([u, v])).chunk(2)
+            score = self.head(self.dropout(nn.functional.cosine_similarity(cu, cv, dim=-1)[:, None]))
+            return torch.cat([torch.zeros_like(score[:, :1]), score], -1)
+        return self.head(self.dropout(self.norm(torch.cat([u, v, (u - v).abs(), u * v], -1))))
+
     def forward(self, batch, batch_b=None):
+        """Logits: per token, per sentence, or per pair (batch_b: the second sentences, same order)."""
         if self.per_token:
             return self.head(self.dropout(self._states(batch)))
-        if self.siamese:
-            u, v = self._pool(batch), self._pool(batch_b)
-            return self.head(self.dropout(torch.cat([u, v, (u - v).abs(), u * v], -1)))
-        return self.head(self.dropout(self._pool(batch)))
+        if batch_b is not None:
+            return self.pair_logits(self._pool(batch), self._pool(batch_b))
+        if self.siamese:  # both sides in one batch: first half, second half
+            return self.pair_logits(*self._pool(batch).chunk(2))
+        return self.head(self.dropout(self.norm(self._pool(batch).float())))
 
 
-def _siamese(task, params) -> bool:
-    return params.pair_head == "siamese" and task.kind in ("pair", "ranking")
+def _siamese(task, params):
+    """The pair head for this task: False (joined sequence), "siamese" or "cosine"."""
+    return params.pair_head if params.pair_head != "cross" and task.kind in ("pair", "ranking") else False
 
 
 def _inputs(encoder, task, df: pd.DataFrame, lang: str, params) -> tuple:
-    """(batch, second batch or None) for sentence or pair examples."""
+    """Model inputs of sentence or pair examples (siamese heads: the two sides stacked in one batch)."""
     if _siamese(task, params):
-        return (encoder.tokenize(df.text.astype(str).tolist(), lang, max_length=params.max_length),
-                encoder.tokenize(df.text_b.astype(str).tolist(), lang, max_length=params.max_length))
-    return encoder.tokenize(_texts(encoder, df), lang, max_length=params.max_length), None
+        texts = df.text.astype(str).tolist() + df.text_b.astype(str).tolist()
+        return (encoder.tokenize(texts, lang, max_length=params.max_length),)
+    return (encoder.tokenize(_texts(encoder, df), lang, max_length=params.max_length),)
+
+
+def _pooled_texts(model, encoder, texts, lang, params) -> dict:
+    """{text: pooled vector} for distinct texts, encoded longest first (siamese evaluation)."""
+    unique = sorted(set(texts), key=len, reverse=True)
+    out = {}
+    for start in range(0, len(unique), params.eval_batch_size):
+        chunk = unique[start:start + params.eval_batch_size]
+        pooled = model._pool(encoder.tokenize(chunk, lang, max_length=params.max_length)).float()
+        out.update(zip(chunk, pooled))
+    return out
 
 
 def _autocast(encoder):
@@ -261,6 +314,10 @@ def predict(model: TaskModel, encoder, task, df: pd.DataFrame, lang: str, params
     out = [None] * len(df)
     batcher = _TagBatcher(encoder, lang, params.max_length) if task.kind == "tagging" else None
     with torch.inference_mode(), _autocast(encoder):
+        pooled = None
+        if _siamese(task, params):  # each distinct sentence once (pairs share sentences)
+            a, b = df.text.astype(str).tolist(), df.text_b.astype(str).tolist()
+            pooled = _pooled_texts(model, encoder, a + b, lang, params)
         for start in range(0, len(df), params.eval_batch_size):
             idx = order[start:start + params.eval_batch_size]
             if task.kind == "tagging":
@@ -274,7 +331,11 @@ def predict(model: TaskModel, encoder, task, df: pd.DataFrame, lang: str, params
                         tags[w] = int(best[row, pos])
                     out[i] = tags
                 continue
-            logits = model(*_inputs(encoder, task, df.iloc[idx], lang, params)).float()
+            if pooled is not None:
+                logits = model.pair_logits(torch.stack([pooled[a[i]] for i in idx]),
+                                           torch.stack([pooled[b[i]] for i in idx])).float()
+            else:
+                logits = model(*_inputs(encoder, task, df.iloc[idx], lang, params)).float()
             if task.kind == "ranking":
                 p = logits.softmax(-1)
                 values = (p * torch.arange(p.shape[-1], device=p.device)).sum(-1).cpu().numpy()
@@ -290,8 +351,12 @@ def _evaluate(model, encoder, task, df, lang, params, fallback_tag) -> float:
 
 
 def _train_batches(n: int, batch_size: int, rng: np.random.Generator):
+    """A random order cut into batches; a last batch of one joins the one before (batch statistics)."""
     perm = rng.permutation(n)
-    return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+    batches = [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [np.concatenate(batches[-2:])]
+    return batches
 
 
 def _loss(model, encoder, task, df, idx, lang, params, batcher):
@@ -376,7 +441,8 @@ def _finetune(encoder, task, seed, params, progress, languages) -> dict:
     rng = np.random.default_rng(seed)
     n_labels = len(task.labels)
     original = {k: v.detach().to("cpu", copy=True) for k, v in encoder.model.state_dict().items()}
-    model = TaskModel(encoder, n_labels, task.kind == "tagging", params.dropout, _siamese(task, params))
+    model = TaskModel(encoder, n_labels, task.kind == "tagging", params.dropout, _siamese(task, params),
+                      params.head_norm)
     model = model.to(encoder.device)
     train, dev = task.train.reset_index(drop=True), task.dev
     fallback_tag = 0
@@ -384,10 +450,13 @@ def _finetune(encoder, task, seed, params, progress, languages) -> dict:
         fallback_tag = int(pd.Series([t for s in train.tags for t in s]).mode().iloc[0])
     batcher = _TagBatcher(encoder, task.source_lang, params.max_length) if task.kind == "tagging" else None
     steps = params.epochs * math.ceil(len(train) / params.batch_size)
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": params.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=params.lr)
+    groups = []
+    for is_head in (False, True):
+        named = [(n, p) for n, p in model.named_parameters() if n.startswith(("head.", "norm.")) == is_head]
+        lr = params.lr * (params.head_lr_scale if is_head else 1.0)
+        groups += [{"params": [p for n, p in named if p.ndim >= 2], "weight_decay": params.weight_decay, "lr": lr},
+                   {"params": [p for n, p in named if p.ndim < 2], "weight_decay": 0.0, "lr": lr}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=params.lr)
     warm = max(1, int(params.warmup * steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
