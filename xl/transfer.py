@@ -623,15 +623,6 @@ def model_label(name: str) -> str:
     return zoo.label(name)
 
 
-_WORKER: dict = {}
-
-
-def _worker_init(tasks, preset, device):
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore")
-    _WORKER.update(tasks=tasks, preset=preset, device=device, encoders={})
-
-
 def _encoder(name, preset, device, memo):
     from xl.models import load_encoder
     if name not in memo:
@@ -639,10 +630,72 @@ def _encoder(name, preset, device, memo):
     return memo[name]
 
 
-def _worker_job(name, task_name, seed, params, cache):
-    encoder = _encoder(name, _WORKER["preset"], _WORKER["device"], _WORKER["encoders"])
-    return run_job(encoder, model_label(name), task_name, _WORKER["tasks"][task_name], seed, params, cache=cache,
-                   warn=False)
+def _worker_main(folder) -> None:
+    """A worker process of `run`: claims jobs one by one (an exclusive claim file each), writes their rows."""
+    import os
+    import pickle
+    from pathlib import Path
+    folder = Path(folder)
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    with open(folder / "input.pkl", "rb") as f:
+        data = pickle.load(f)
+    memo = {}
+    for i, (name, task_name, seed) in enumerate(data["jobs"]):
+        try:
+            os.close(os.open(folder / f"{i}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        encoder = _encoder(name, data["preset"], data["device"], memo)
+        rows = run_job(encoder, model_label(name), task_name, data["tasks"][task_name], seed, data["params"],
+                       cache=data["cache"], warn=False)
+        io.write_json(rows, folder / f"{i}.json")
+
+
+def _run_workers(todo, tasks, params, preset, device, cache, workers, bar) -> dict:
+    """Run `todo` jobs in `workers` fresh Python processes (no multiprocessing: works from scripts too)."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="xl-transfer-") as tmp:
+        tmp = Path(tmp)
+        with open(tmp / "input.pkl", "wb") as f:
+            pickle.dump({"tasks": tasks, "jobs": todo, "params": params, "preset": preset,
+                         "device": None if device is None else str(device), "cache": cache}, f)
+        env = dict(os.environ)
+        package_parent = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join([package_parent] + [x for x in [env.get("PYTHONPATH")] if x])
+        code = "import sys; from xl.transfer import _worker_main; _worker_main(sys.argv[1])"
+        logs = [open(tmp / f"worker{k}.log", "wb") for k in range(workers)]
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp)], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT) for log in logs]
+        try:
+            while True:
+                running = any(proc.poll() is None for proc in procs)
+                for i, job in enumerate(todo):
+                    path = tmp / f"{i}.json"
+                    if job not in results and path.is_file():
+                        results[job] = [tuple(row) for row in json.loads(path.read_text())]
+                        bar.set_postfix(model=model_label(job[0]), task=job[1], seed=job[2])
+                        bar.update(1)
+                if not running:
+                    break
+                time.sleep(0.5)
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+            for log in logs:
+                log.close()
+        failed = [k for k, proc in enumerate(procs) if proc.returncode != 0]
+        if failed or len(results) < len(todo):
+            tail = (tmp / f"worker{failed[0] if failed else 0}.log").read_text(errors="replace")[-3000:]
+            raise XLError(f"a transfer worker failed ({len(results)} of {len(todo)} jobs done); its log ends:\n{tail}")
+    return results
 
 
 def default_workers(work: int, device=None) -> int:
@@ -659,8 +712,9 @@ def run(cfg: dict, models=None, task_names=None, seeds=None, *, cache: bool = Tr
     """The whole transfer evaluation of a preset; writes transfer.csv and transfer_chance.csv to its results.
 
     Jobs (model, task, seed) already in the cache are read in this process; the others run
-    here (workers=1) or in `workers` processes of one CPU thread each (default: one per core
-    on CPU). Results do not depend on the number of workers.
+    here (workers=1) or in `workers` fresh Python processes of one CPU thread each (default:
+    one per core on CPU when there is enough work). Results do not depend on the number of
+    workers.
     """
     models = list(models if models is not None else cfg["models"])
     seeds = [int(s) for s in (seeds if seeds is not None else cfg["transfer_seeds"])]
@@ -695,16 +749,7 @@ def run(cfg: dict, models=None, task_names=None, seeds=None, *, cache: bool = Tr
                 bar.update(1)
             del encoder
     elif todo:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_worker_init, initargs=(tasks, cfg["preset"], device)) as pool:
-            futures = {pool.submit(_worker_job, *job, params, cache): job for job in todo}
-            for future in as_completed(futures):
-                job = futures[future]
-                results[job] = future.result()
-                bar.set_postfix(model=model_label(job[0]), task=job[1], seed=job[2])
-                bar.update(1)
+        results.update(_run_workers(todo, tasks, params, cfg["preset"], device, cache, min(workers, len(todo)), bar))
     bar.close()
     df = pd.DataFrame([row for job in jobs for row in results[job]], columns=COLUMNS)
     if write:
