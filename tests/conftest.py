@@ -21,14 +21,20 @@ def session_cache(tmp_path_factory):
         os.environ["XL_CACHE"] = old
 
 
-@pytest.fixture
-def book_root(tmp_path, monkeypatch):
-    """A copy of the book's sources (no results, no build) that XL_ROOT points at."""
-    root = tmp_path / "book"
+def copy_book(root: Path) -> Path:
+    """A copy of the book's sources (no results, no build, no cache) in `root`."""
+    root.mkdir(parents=True)
     for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(REPO / name, root / name) if root.exists() else (root.mkdir(), shutil.copy(REPO / name, root / name))
+        shutil.copy(REPO / name, root / name)
     for name in ("book", "notebooks", "data"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("cache", "chapters", "*.ipynb"))
+    return root
+
+
+@pytest.fixture
+def book_root(tmp_path, monkeypatch):
+    """A copy of the book's sources that XL_ROOT points at."""
+    root = copy_book(tmp_path / "book")
     monkeypatch.setenv("XL_ROOT", str(root))
     monkeypatch.delenv("XL_RESULTS", raising=False)
     return root
