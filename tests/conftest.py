@@ -6,6 +6,27 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# The front matter of every jupytext MyST notebook in notebooks/.
+MYST_HEADER = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+"""
+
+
+def require_browser():
+    """tests/browser.py with a Chromium to drive, or skip saying what is missing."""
+    pytest.importorskip("tornado", reason="tests/browser.py talks to Chromium through tornado")
+    browser = pytest.importorskip("browser", reason="tests/browser.py not importable")
+    if browser.chromium() is None:
+        pytest.skip("Chromium is not installed (apt-get install -y chromium, or set $XL_CHROMIUM)")
+    return browser
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,7 +6,7 @@ import sys
 import time
 
 import pytest
-from conftest import copy_book
+from conftest import copy_book, require_browser
 
 from xl import runner
 
@@ -53,9 +53,7 @@ def test_second_run_is_all_cached(smoke_book):
 
 def test_book_reads_offline_in_a_browser(smoke_book):
     """Every page loads with no failed request and no console error; every explorer switches images."""
-    browser = pytest.importorskip("browser", reason="tests/browser.py needs tornado")
-    if browser.chromium() is None:
-        pytest.skip("Chromium is not installed (apt-get install -y chromium, or set $XL_CHROMIUM)")
+    browser = require_browser()
     root, _ = smoke_book
     html = root / "_build" / "smoke" / "_build" / "html" / "book"
     pages = [html / "intro.html", html / "paper.html"] + [html / "chapters" / f"{n}.html" for n in runner.toc_notebooks()]

@@ -2,21 +2,12 @@
 import json
 
 import pytest
+from conftest import MYST_HEADER
 
 from xl import cli, runner
 from xl.errors import XLError
 
-HEADER = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-"""
+HEADER = MYST_HEADER
 OK = HEADER + """
 ```{code-cell} ipython3
 :tags: [parameters]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import MYST_HEADER, require_browser
 
 ipywidgets = pytest.importorskip("ipywidgets")
 
@@ -218,17 +219,7 @@ def test_config_serves_vendored_widget_javascript():
 
 # -- executed notebook -> built book -> browser ------------------------------------------
 
-NOTEBOOK = textwrap.dedent('''\
-    ---
-    jupytext:
-      text_representation:
-        extension: .md
-        format_name: myst
-    kernelspec:
-      display_name: Python 3
-      language: python
-      name: python3
-    ---
+NOTEBOOK = MYST_HEADER + textwrap.dedent('''\
 
     # Explorers
 
@@ -321,10 +312,7 @@ def test_built_page_embeds_state_and_local_javascript(widget_book):
 
 @pytest.mark.slow
 def test_built_page_works_offline_in_a_browser(widget_book):
-    pytest.importorskip("tornado", reason="tests/browser.py talks to Chromium through tornado")
-    browser = pytest.importorskip("browser", reason="tests/browser.py not importable")
-    if browser.chromium() is None:
-        pytest.skip("Chromium is not installed (apt-get install -y chromium, or set $XL_CHROMIUM)")
+    browser = require_browser()
     _, page = widget_book
     report = browser.check_page(page, select=[(0, 0, 1), (0, 1, 1), (1, 1, 1), (1, 2, 1)])
     assert report["widget_views"] == 2
@@ -357,10 +345,7 @@ def state_png(state: dict, view_id: str, path) -> bytes:
 
 @pytest.mark.slow
 def test_browser_shows_the_image_of_the_selected_combination(widget_book):
-    pytest.importorskip("tornado", reason="tests/browser.py talks to Chromium through tornado")
-    browser = pytest.importorskip("browser", reason="tests/browser.py not importable")
-    if browser.chromium() is None:
-        pytest.skip("Chromium is not installed (apt-get install -y chromium, or set $XL_CHROMIUM)")
+    browser = require_browser()
     root, page_file = widget_book
     nb = json.loads((root / "book" / "chapters" / "explore.ipynb").read_text())
     state = nb["metadata"]["widgets"][STATE_MIME]["state"]
