@@ -293,3 +293,15 @@ def test_joined_pair_head_learns(cfg):
     task = Task("second", "pair", "accuracy", ["a", "b"], frame(240), frame(48), {"en": frame(64)})
     result = transfer.finetune(_xlmr(cfg, 8, "cross"), task, 0, FAST, cache=False, progress=False)
     assert result["scores"]["en"] > 0.85
+
+
+@pytest.mark.parametrize("preset", list(xl.PRESETS))
+def test_presets_define_valid_transfer_settings(preset):
+    from xl import xglue
+    c = xl.config(preset)
+    params = transfer.Params.from_config(c)
+    assert params.epochs >= 1 and len(c["transfer_seeds"]) >= 1
+    known = tasklib.BUILDERS if c["corpus"] == "bible" else xglue.SPECS
+    assert set(c["transfer_tasks"]) <= set(known)
+    if preset == "lab":
+        assert len(c["transfer_seeds"]) >= 3
