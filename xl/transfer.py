@@ -849,7 +849,10 @@ def agreement(ours: pd.DataFrame, spread: pd.DataFrame | None = None, chance: pd
     tasks_text = ", ".join(map(str, ours.columns))
     sentence = (f"Averaged over non-English languages and {tasks_text}, LM-trained models score {lm_mean:.1f} "
                 f"and MT-trained ones (translation from scratch or continued with it) {mt_mean:.1f}: ")
-    if abs(lm_mean - mt_mean) <= noise:
+    if at_chance and len(at_chance) == len(ours.columns):
+        sentence += ("every task is within 2 points of chance at this scale, so it neither confirms nor "
+                     "contradicts the paper")
+    elif abs(lm_mean - mt_mean) <= noise:
         sentence += (f"the gap ({lm_mean - mt_mean:+.1f}) is within the spread across seeds ({noise:.1f}), so the lab "
                      f"scale neither confirms nor contradicts the paper")
     else:
@@ -859,7 +862,7 @@ def agreement(ours: pd.DataFrame, spread: pd.DataFrame | None = None, chance: pd
     if not math.isnan(rho):
         sentence += f" (rank correlation of the model averages with the paper's: {rho:+.2f})"
     sentence += "."
-    if at_chance:
+    if at_chance and len(at_chance) < len(ours.columns):
         sentence += f" Caution: models stay within 2 points of chance on {', '.join(map(str, at_chance))}."
     out["sentence"] = sentence
     return out
