@@ -147,3 +147,12 @@ def test_cache_command_shows_and_clears(tmp_path, monkeypatch, capsys):
     assert cli.main(["cache", "--clear", "nothing"]) == 2
     assert cli.main(["cache", "--clear", "reps"]) == 0
     assert not (tmp_path / "c" / "reps").exists() and "2.0 KB" in capsys.readouterr().err
+
+
+def test_leftovers_of_a_killed_run_are_cleared(toy):
+    stale = toy / "results" / "smoke" / ".pending-toy-abc123"
+    stale.mkdir(parents=True)
+    (stale / "toy.csv").write_text("half,written\n")
+    runner.run("toy", "smoke")
+    assert not stale.exists()
+    assert "half" not in (toy / "results" / "smoke" / "toy.csv").read_text()

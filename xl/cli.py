@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -74,6 +75,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    # `kill` then runs the same clean-up as Ctrl-C: no pending tables or temporary files stay behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         args.func(args)
     except XLError as err:

@@ -141,6 +141,8 @@ def run(name: str, preset: str = "lab", params: dict | None = None, force: bool 
         manifest.record(preset, name, "cached", 0.0, parameters)
         return RunResult(name, "cached", 0.0)
     start = time.perf_counter()
+    for stale in paths.results_dir(preset).glob(f".pending-{name}-*"):  # left by a run that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     pending = Path(tempfile.mkdtemp(prefix=f".pending-{name}-", dir=paths.results_dir(preset)))
     try:
         _execute(source, out, parameters, pending)
