@@ -138,11 +138,8 @@ def parallel(df, languages, split=None) -> pd.DataFrame:
 
 def read_parallel_files(files: dict[str, str | Path]) -> pd.DataFrame:
     """A line-aligned corpus from one text file per language (line i = sentence i everywhere)."""
-    columns = {lang: Path(path).read_text(encoding="utf-8").rstrip("\n").split("\n") for lang, path in files.items()}
-    counts = {lang: len(lines) for lang, lines in columns.items()}
-    if len(set(counts.values())) != 1:
-        raise XLError(f"parallel files are not aligned: line counts differ {counts}")
-    return pd.DataFrame(columns)
+    return aligned({lang: Path(path).read_text(encoding="utf-8").rstrip("\n").split("\n")
+                    for lang, path in files.items()})
 
 
 def load_flores(languages, split: str = "devtest", local_dir: str | Path | None = None) -> pd.DataFrame:
@@ -164,10 +161,11 @@ def load_flores(languages, split: str = "devtest", local_dir: str | Path | None 
     hub_split = "dev" if split == "dev" else "devtest"
     columns = {lang: datasets.load_dataset("openlanguagedata/flores_plus", code, split=hub_split)["text"]
                for lang, code in codes.items()}
-    return read_parallel_files_from_lists(columns)
+    return aligned(columns)
 
 
-def read_parallel_files_from_lists(columns: dict[str, list[str]]) -> pd.DataFrame:
+def aligned(columns: dict[str, list[str]]) -> pd.DataFrame:
+    """One column per language, refusing sentence lists of different lengths (not parallel)."""
     counts = {lang: len(lines) for lang, lines in columns.items()}
     if len(set(counts.values())) != 1:
         raise XLError(f"parallel corpus is not aligned: sentence counts differ {counts}")
