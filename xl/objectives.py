@@ -173,7 +173,8 @@ class MonolingualTask:
         input_ids = pad(seqs, tok.pad_token_id)
         special = torch.isin(input_ids, torch.tensor(tok.all_special_ids))
         gen = torch.Generator().manual_seed(int(rng_at(self.seed, 3, step).integers(2**62)))
-        first_piece = len(tok.all_special_ids) - 1  # pieces come after <s> <pad> </s> <unk>
+        # random replacements are ordinary pieces: after <s> <pad> </s> <unk>, before <mask> (XLM-R layout)
+        first_piece = 1 + max(tok.bos_token_id, tok.pad_token_id, tok.eos_token_id, tok.unk_token_id)
         inputs, labels = mlm_mask(input_ids, special, tok.mask_token_id, (first_piece, tok.mask_token_id), gen)
         return {"input_ids": inputs, "attention_mask": (input_ids != tok.pad_token_id).long(), "labels": labels}
 

@@ -11,38 +11,53 @@ import sacrebleu
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from xl import corpus, languages as langs, presets
+from xl import corpus, languages as langs, paths, presets
 from xl.errors import XLError
 from xl.objectives import directions
 from xl.results import Store
 
 
 def load(name: str, cfg: dict):
-    """(model, tokenizer) of a lab encoder-decoder, or of any saved folder."""
-    from xl.training import LAB, lab_model
+    """(model, tokenizer) of a trained lab encoder-decoder (see xl.training), or of any saved folder."""
+    from xl.training import LAB, digest_of, is_trained
 
-    folder = lab_model(name, cfg) if name in LAB else name
+    folder = paths.model_dir(cfg["preset"], name) if name in LAB else name
+    if name in LAB and not is_trained(folder, digest_of(name, cfg)):
+        raise XLError(f"lab model {name!r} of preset {cfg['preset']!r} is not trained with these parameters: "
+                      f"train it first (xl.training.train_lab_models, or python -m xl.training --preset {cfg['preset']})")
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
     return model, tok
 
 
 @torch.no_grad()
-def translate(model, tok, texts, src: str, tgt: str, batch_size: int = 32, max_length: int | None = None) -> list[str]:
-    """Greedy translations of `texts` from `src` into `tgt` (language codes such as 'de')."""
+def translate(model, tok, texts, src: str, tgt: str, batch_size: int = 32, max_length: int | None = None,
+              length_ratio: float = 1.5, no_repeat_ngram_size: int = 0) -> list[str]:
+    """Greedy translations of `texts` from `src` into `tgt` (language codes such as 'de').
+
+    Outputs stop at `length_ratio` times the longest source of their batch (plus 10 pieces) and
+    at `max_length`; `no_repeat_ngram_size` > 0 forbids repeating an n-gram of pieces."""
     texts = list(texts)
-    max_length = max_length or model.generation_config.max_length or 128
+    limit = max_length or model.generation_config.max_length or 128
     tok.src_lang = langs.code(src, "mbart")
     forced = tok.convert_tokens_to_ids(langs.code(tgt, "mbart"))
     order = np.argsort([len(t) for t in texts], kind="stable")
     out = [None] * len(texts)
     for start in range(0, len(texts), batch_size):
         idx = order[start:start + batch_size]
-        enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True, max_length=max_length)
-        gen = model.generate(**enc, forced_bos_token_id=forced, num_beams=1, do_sample=False, max_length=max_length)
+        enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True, max_length=limit)
+        longest = int(enc["attention_mask"].sum(1).max())
+        gen = model.generate(**enc, forced_bos_token_id=forced, num_beams=1, do_sample=False,
+                             max_length=min(limit, int(length_ratio * longest) + 10),
+                             no_repeat_ngram_size=no_repeat_ngram_size)
         for i, text in zip(idx, tok.batch_decode(gen, skip_special_tokens=True)):
             out[i] = text
     return out
+
+
+# Greedy search; outputs stop at 1.5 x the source length + 10 pieces, and may not repeat a 3-gram of
+# pieces: small models trained for minutes otherwise loop ("and the LORD, and the LORD, ...").
+DECODING = {"length_ratio": 1.5, "no_repeat_ngram_size": 3}
 
 
 def chrf(hypotheses, references) -> float:
@@ -72,19 +87,25 @@ def pairs_of(name: str, cfg: dict) -> list[tuple[str, str]]:
     return [p for p in wanted if p in allowed]
 
 
-def mt_quality(cfg: dict | str = "lab", models=None, write: bool = True) -> pd.DataFrame:
-    """chrF of greedy translations of held-out (test-split) verses: model, src, tgt, chrf, verses.
-    Each model is evaluated on the preset's `mt_eval_pairs` it was trained on."""
+def mt_quality(cfg: dict | str = "lab", models=None, write: bool = True, **decoding) -> pd.DataFrame:
+    """chrF of greedy translations of held-out (test-split) verses: model, src, tgt, chrf, baseline,
+    verses. Each model is scored on the preset's `mt_eval_pairs` it was trained on, with
+    `DECODING` (or `decoding`). `baseline` is the chrF of a source-blind output: another
+    test verse in the target language; a model that does not translate scores about that."""
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
     models = models or ["lab-m2m", "lab-m2o", "lab-o2m", "lab-mt"]
+    decoding = {**DECODING, **decoding}
     test = test_verses(cfg)
+    baseline = {lang: chrf(test[lang].sample(frac=1, random_state=cfg["seed"] + 1), test[lang])
+                for lang in test.columns}
     rows = []
     for name in models:
         model, tok = load(name, cfg)
         for src, tgt in pairs_of(name, cfg):
-            hyp = translate(model, tok, test[src], src, tgt, max_length=cfg.get("model_max_length"))
-            rows.append({"model": name, "src": src, "tgt": tgt, "chrf": chrf(hyp, test[tgt]), "verses": len(test)})
-    df = pd.DataFrame(rows, columns=["model", "src", "tgt", "chrf", "verses"])
+            hyp = translate(model, tok, test[src], src, tgt, max_length=cfg.get("model_max_length"), **decoding)
+            rows.append({"model": name, "src": src, "tgt": tgt, "chrf": chrf(hyp, test[tgt]),
+                         "baseline": baseline[tgt], "verses": len(test)})
+    df = pd.DataFrame(rows, columns=["model", "src", "tgt", "chrf", "baseline", "verses"])
     if write:
         Store(cfg["preset"]).write("mt_quality", df)
     return df
@@ -104,7 +125,7 @@ def examples(cfg: dict | str = "lab", pairs=(("de", "en"), ("en", "zh")), n: int
         for src, tgt in pairs:
             if (src, tgt) not in allowed:
                 continue
-            hyp = translate(model, tok, test[src], src, tgt, max_length=cfg.get("model_max_length"))
+            hyp = translate(model, tok, test[src], src, tgt, max_length=cfg.get("model_max_length"), **DECODING)
             rows += [{"verse": vid, "direction": f"{src}->{tgt}", "source": s, "reference": r, "model": name,
                       "translation": h} for vid, s, r, h in zip(test.index, test[src], test[tgt], hyp)]
     return pd.DataFrame(rows)
