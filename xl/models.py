@@ -56,6 +56,8 @@ def _resolve(name: str, preset: str | None) -> tuple[str, Path | None]:
         if not (folder / "config.json").is_file():
             raise XLError(f"not a model folder: no config.json in {folder} (save models with save_pretrained)")
         return str(folder), folder
+    if name.startswith("lab-"):  # a misspelt lab model, not a hub id to look for online
+        raise XLError(f"unknown lab model {name!r}; choose one of {', '.join(presets.LAB_MODELS)}")
     return name, None
 
 

@@ -5,7 +5,9 @@ default to `<root>/data/cache` (override with XL_CACHE).
 """
 from __future__ import annotations
 
+import errno
 import os
+import tempfile
 from pathlib import Path
 
 from xl.errors import XLError
@@ -34,8 +36,29 @@ def results_dir(preset: str) -> Path:
     """Final results tables of one preset; XL_RESULTS moves them elsewhere."""
     base = os.environ.get("XL_RESULTS")
     path = (Path(base) if base else root() / "results") / preset
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _not_writable(path, err) from None
     return path
+
+
+def check_writable(folder: Path) -> Path:
+    """`folder` if files can be created in it (permissions, then a real file), else an XLError."""
+    try:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        # os.access misses read-only mounts, immutable folders, full disks: try for real
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".xl-write-check-"):
+            pass
+    except OSError as err:
+        raise _not_writable(folder, err) from None
+    return folder
+
+
+def _not_writable(folder: Path, err: OSError) -> XLError:
+    return XLError(f"the results folder {folder} is not writable ({err.strerror or err}): fix its permissions "
+                   "or choose another folder with the XL_RESULTS environment variable")
 
 
 def data_file(name: str) -> Path:

@@ -25,7 +25,8 @@ class Store:
 
     def write(self, name: str, df: pd.DataFrame) -> Path:
         """Write table `name` (e.g. 'corpus' -> corpus.csv)."""
-        return io.write_csv(df, (self.pending or self.final) / f"{name}.csv")
+        folder = paths.check_writable(self.pending or self.final)
+        return io.write_csv(df, folder / f"{name}.csv")
 
     def exists(self, name: str) -> bool:
         return any((d / f"{name}.csv").is_file() for d in self._dirs())

@@ -97,6 +97,8 @@ def _check_type(key, value, default):
     if not ok:
         raise XLError(f"parameter {key!r} must be a {type(default).__name__} "
                       f"(like {default!r}), got {value!r} ({type(value).__name__})")
+    if isinstance(default, (list, dict)) and default and not value:
+        raise XLError(f"parameter {key!r} selects nothing: give at least one value (like {default!r})")
 
 
 def notebook_parameters(nb_path: Path, preset: str, params: dict) -> dict:
@@ -134,6 +136,7 @@ def run(name: str, preset: str = "lab", params: dict | None = None, force: bool 
     """Execute one notebook (unless cached) and commit its results tables."""
     source = notebook_source(name)
     parameters = notebook_parameters(source, preset, params or {})
+    paths.check_writable(paths.results_dir(preset))
     key = io.digest(source.read_text(), parameters, package_digest(), data_digest())
     out = executed_path(preset, name)
     key_file = out.with_suffix(".key")
@@ -199,6 +202,7 @@ def _first_line(text: str) -> str:
 def run_all(preset: str = "lab", force: bool = False, log=print) -> list[RunResult]:
     """Execute every chapter of _toc.yml in order; stop at the first failure."""
     presets.config(preset)
+    paths.check_writable(paths.results_dir(preset))  # before the first chapter, not after it ran
     names = toc_notebooks()
     results = []
     for i, name in enumerate(names, 1):
