@@ -138,9 +138,11 @@ def test_loss_decreases(cfg, mtok, tmp_path):
     assert log[-1][1] < log[0][1] - 0.5
 
 
+@pytest.mark.fault
 def test_resume_from_checkpoint_continues_at_saved_step(cfg, mtok, tmp_path):
     batch = fixed_batch(cfg, mtok)
-    common = dict(lr=3e-3, warmup=0.1, seed=0, digest="d", checkpoint_every=3, log_every=1)
+    # the checkpoint at step 3 falls between log entries (2, 4, 6): step 3's loss must reach the one at 4
+    common = dict(lr=3e-3, warmup=0.1, seed=0, digest="d", checkpoint_every=3, log_every=2)
     reference, ref_log = training.fit(tiny_mbart(cfg, mtok), FixedTask(batch), 6,
                                       checkpoint=tmp_path / "a.pt", **common)
     ck = tmp_path / "b.pt"
@@ -156,7 +158,7 @@ def test_resume_from_checkpoint_continues_at_saved_step(cfg, mtok, tmp_path):
 
     resumed, log = training.fit(tiny_mbart(cfg, mtok, seed=1), Recording(batch), 6, checkpoint=ck, **common)
     assert seen == [3, 4, 5]
-    assert [s for s, _ in log] == [s for s, _ in ref_log]
+    np.testing.assert_allclose(log, ref_log, rtol=1e-6)
     for (k, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), k               # same weights as without the kill
 
@@ -233,6 +235,7 @@ def test_continue_pretraining_from_a_local_base_folder(cfg, mtok, tmp_path):
     assert translate.translate(model, tok, ["Im Anfang."], "de", "en", max_length=8)[0] is not None
 
 
+@pytest.mark.fault
 def test_continue_pretraining_fails_fast_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.reachable.cache_clear()

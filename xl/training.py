@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +38,7 @@ from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, MBartConfig, MBa
 
 from xl import corpus, hub, io, paths, presets, tokenizer as lab_tokenizer
 from xl.errors import XLError
-from xl.objectives import KINDS, MonolingualTask, TranslationTask, directions
+from xl.objectives import IGNORE, KINDS, MonolingualTask, TranslationTask, directions
 from xl.results import Store
 
 VERSION = "lab-train-v2"
@@ -109,12 +110,74 @@ def _save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
+def _load_checkpoint(path: Path) -> dict | None:
+    """The checkpoint saved at `path`, or None when there is none or it cannot be read."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - truncated zip, bad pickle, ...: either way it is lost
+        warnings.warn(f"ignoring the unreadable checkpoint {path} ({type(err).__name__}: {err}); "
+                      "training from the start", stacklevel=2)
+        return None
+
+
+def leftovers(out_dir: str | os.PathLike) -> list[Path]:
+    """Temporary files and folders that a run killed while saving `out_dir` or its checkpoint left beside it."""
+    out_dir, ck = Path(out_dir), checkpoint_path(out_dir)
+    return [*out_dir.parent.glob(f".{out_dir.name}.*.tmp"), *out_dir.parent.glob(f".{out_dir.name}.old-*"),
+            *out_dir.parent.glob(f".{ck.stem}.*.tmp{ck.suffix}")]
+
+
 # ---------------------------------------------------------------- the loop
 
 def _shard(batch: dict, accelerator) -> dict:
     """This process's share of a global batch (all of it on one process)."""
     n, i = accelerator.num_processes, accelerator.process_index
     return {k: (v if n == 1 else v[i::n]).to(accelerator.device) for k, v in batch.items()}
+
+
+def _rows(batch: dict) -> int:
+    return len(next(iter(batch.values())))
+
+
+def _targets(batch: dict) -> int:
+    """What the loss averages over: label tokens (every lab objective), else rows."""
+    labels = batch.get("labels")
+    return int((labels != IGNORE).sum()) if labels is not None else _rows(batch)
+
+
+def _backward(model, batch: dict, parts: int, accelerator) -> torch.Tensor:
+    """Forward and backward of `batch` in `parts` pieces of consecutive rows; returns the batch's loss.
+
+    The models' losses are means over label tokens, so each piece's loss is weighted by its
+    share of the batch's label tokens: the accumulated gradient is the whole batch's.
+    """
+    total, loss = _targets(batch), 0.0
+    for values in zip(*(torch.tensor_split(v, parts) for v in batch.values())):
+        piece = dict(zip(batch, values))
+        weight = _targets(piece) / total
+        if weight:  # a piece without targets has no (NaN) loss and no gradient
+            piece_loss = model(**piece).loss * weight
+            accelerator.backward(piece_loss)
+            loss = loss + piece_loss.detach()
+    return loss
+
+
+def _backward_within_memory(model, batch: dict, parts: int, accelerator, optimizer, where: str):
+    """`_backward` in `parts` pieces, twice as many after every out-of-memory error; returns (loss, parts)."""
+    while True:
+        try:
+            return _backward(model, batch, parts, accelerator), parts
+        except torch.OutOfMemoryError:
+            optimizer.zero_grad(set_to_none=True)  # the pieces that fitted start again
+            if parts >= _rows(batch):
+                raise
+            parts *= 2
+            if accelerator.device.type == "cuda":
+                torch.cuda.empty_cache()
+            tqdm.write(f"{where}: out of memory, batch size halved to {-(-_rows(batch) // parts)} "
+                       f"(gradients of {parts} pieces accumulated: still a batch of {_rows(batch)})")
 
 
 def fit(model, task, steps: int, *, lr: float, warmup: float, seed: int, digest: str, checkpoint: Path,
@@ -124,32 +187,34 @@ def fit(model, task, steps: int, *, lr: float, warmup: float, seed: int, digest:
     AdamW, linear warmup (a fraction `warmup` of the steps) then linear decay to 0, gradient
     clipping, loss logged every `log_every` steps (mean since the last log). Every
     `checkpoint_every` steps model, optimizer, schedule, step, log and random state go to
-    `checkpoint` (atomically); a checkpoint with the same `digest` is resumed from.
+    `checkpoint` (atomically); a checkpoint with the same `digest` is resumed from, an
+    unreadable one ignored with a warning. Out of memory, each batch is cut into halves,
+    quarters, ... whose gradients are accumulated: the updates stay those of the whole batch.
     """
     from accelerate import Accelerator
 
     accelerator = Accelerator()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * steps), steps)
-    start, log = 0, []
+    start, log, running = 0, [], []  # running: losses since the last log entry
     torch.manual_seed(seed)
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state.get("digest") == digest and state["step"] < steps:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"])
-            start, log = state["step"], [tuple(x) for x in state["log"]]
-            tqdm.write(f"{desc}: resuming from the checkpoint at step {start}")
+    state = _load_checkpoint(checkpoint)
+    if state is not None and state.get("digest") == digest and state["step"] < steps:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start, log = state["step"], [tuple(x) for x in state["log"]]
+        running = [x.to(accelerator.device) for x in state.get("running", [])]
+        tqdm.write(f"{desc}: resuming from the checkpoint at step {start}")
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
-    running = []
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, leave=False,
                disable=not accelerator.is_local_main_process)
+    parts = 1  # pieces each batch is cut into: doubles at every out-of-memory error
     for step in bar:
-        loss = model(**_shard(task.batch(step), accelerator)).loss
-        accelerator.backward(loss)
+        batch = _shard(task.batch(step), accelerator)
+        loss, parts = _backward_within_memory(model, batch, parts, accelerator, optimizer, f"{desc} step {step}")
         accelerator.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
         scheduler.step()
@@ -165,7 +230,7 @@ def fit(model, task, steps: int, *, lr: float, warmup: float, seed: int, digest:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 _save_checkpoint(checkpoint, {
-                    "digest": digest, "step": done, "log": log, "rng": torch.get_rng_state(),
+                    "digest": digest, "step": done, "log": log, "running": running, "rng": torch.get_rng_state(),
                     "model": accelerator.unwrap_model(model).state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
     bar.close()
@@ -182,6 +247,8 @@ def _finish(model, tok, out_dir: Path, digest: str, log, seconds: float, extra: 
                 "parameters": sum(p.numel() for p in model.parameters()), **extra}
         save(model, tok, out_dir, info)
         checkpoint_path(out_dir).unlink(missing_ok=True)
+        for path in leftovers(out_dir):  # of runs killed while saving
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     state.wait_for_everyone()
     return out_dir
 
@@ -416,10 +483,14 @@ def main(argv=None) -> None:
     p.add_argument("--no-eval", action="store_true", help="skip the chrF evaluation")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is much faster on "
                    "cores shared with other busy processes)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset key, value in YAML (repeatable), e.g. --set 'train_steps={mlm: 400}'")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = presets.config(args.preset)
+    from xl.runner import parse_params
+
+    cfg = presets.config(args.preset, **parse_params(args.set))
     if args.force:
         for name in args.models or LAB:
             d = paths.model_dir(cfg["preset"], name)
