@@ -15,6 +15,7 @@ every layer's output themselves: nothing to do.)
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,20 @@ def load_encoder(name: str, preset: str | None = None, device=None) -> "Encoder"
         snapshot = _hub_snapshot(name)
         fingerprint = {"hub": name, "revision": snapshot.name if snapshot else getattr(model.config, "_commit_hash", None)}
     return Encoder(name, model, tokenizer, device, fingerprint)
+
+
+def _read_cached(path: Path, shape: tuple) -> np.ndarray | None:
+    """A cached array of `shape`, or None with a warning when the file is truncated or not that array."""
+    try:
+        reps = np.load(path)
+        problem = None if reps.shape == shape else f"shape {reps.shape}, expected {shape}"
+    except (OSError, ValueError, EOFError) as err:
+        problem = f"{type(err).__name__}: {err}"
+    if problem is None:
+        return reps
+    warnings.warn(f"ignoring the unreadable representation cache {path} ({problem}); computing it again",
+                  stacklevel=3)
+    return None
 
 
 def _default_device():
@@ -222,7 +237,9 @@ class Encoder:
         self._set_language(lang)
         path = self._cache_path(texts, lang, max_length)
         if cache and path.is_file():
-            return np.load(path)
+            reps = _read_cached(path, (self.num_layers + 1, len(texts), self.hidden_size))
+            if reps is not None:
+                return reps
         reps = self._encode(texts, batch_size, min(max_length, self.max_length))
         if cache:
             with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
