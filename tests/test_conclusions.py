@@ -41,6 +41,7 @@ def test_scaling_and_separability():
     assert conclusions.separability(sep)["verdict"] == "agrees"
 
 
+@pytest.mark.fault
 def test_missing_tables_are_not_run(book_root):
     store = Store("smoke")
     store.write("similarity", similarity(lm=0.6, cp=0.4))

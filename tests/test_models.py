@@ -175,6 +175,7 @@ def test_cache_key_follows_the_model_folder(folders, tmp_path):
     assert a._cache_path(TEXTS, "en", 256) != a._cache_path(TEXTS, "de", 256)
 
 
+@pytest.mark.fault
 def test_out_of_memory_halves_the_batch_and_continues(encoders, monkeypatch, capsys):
     enc = encoders["mbart"]
     expected = enc.encode(TEXTS, "en", cache=False)
@@ -191,6 +192,7 @@ def test_out_of_memory_halves_the_batch_and_continues(encoders, monkeypatch, cap
     assert "batch size halved to 4" in out and "batch size halved to 2" in out
 
 
+@pytest.mark.fault
 def test_unknown_languages_raise(encoders):
     with pytest.raises(XLError, match="'el'"):
         encoders["mbart"].encode(TEXTS, "el")  # Greek has no mBART-50 code
@@ -200,6 +202,7 @@ def test_unknown_languages_raise(encoders):
         encoders["xlmr"].encode(TEXTS, "xx")
 
 
+@pytest.mark.fault
 def test_folder_without_config_is_not_a_model(tmp_path):
     (tmp_path / "weights.txt").write_text("not a model")
     with pytest.raises(XLError, match="no config.json"):
@@ -208,6 +211,7 @@ def test_folder_without_config_is_not_a_model(tmp_path):
         models.load_encoder(str(tmp_path / "missing"))
 
 
+@pytest.mark.fault
 def test_hub_id_offline_fails_fast_with_download_hint(monkeypatch):
     monkeypatch.setattr(hub, "reachable", lambda: False)
     start = time.monotonic()
@@ -216,6 +220,7 @@ def test_hub_id_offline_fails_fast_with_download_hint(monkeypatch):
     assert time.monotonic() - start < 5
 
 
+@pytest.mark.fault
 def test_lab_names_resolve_to_the_preset_model_folder(folders):
     with pytest.raises(XLError, match="xl run models --preset smoke"):
         models.load_encoder("lab-mlm", preset="smoke")

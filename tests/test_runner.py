@@ -78,6 +78,7 @@ def test_preset_overrides_reach_the_notebook(toy):
     assert "en,de" in (toy / "results" / "smoke" / "toy.csv").read_text()
 
 
+@pytest.mark.fault
 def test_failure_names_the_cell_and_leaves_nothing_behind(toy):
     results = toy / "results" / "smoke"
     with pytest.raises(XLError, match=r"'broken' failed in code cell 3 \(raise ValueError.*ValueError: boom"):
@@ -87,6 +88,7 @@ def test_failure_names_the_cell_and_leaves_nothing_behind(toy):
     assert not [p for p in results.rglob("*") if p.name.startswith(".")], "temporary files left behind"
 
 
+@pytest.mark.fault
 def test_failure_keeps_the_previous_good_results(toy):
     runner.run("toy", "smoke")
     before = (toy / "results" / "smoke" / "toy.csv").read_text()
@@ -97,6 +99,7 @@ def test_failure_keeps_the_previous_good_results(toy):
     assert (toy / "results" / "smoke" / "toy.csv").read_text() == before
 
 
+@pytest.mark.fault
 def test_bad_input(toy):
     with pytest.raises(XLError, match="no notebook named 'nope'; available: .*toy"):
         runner.run("nope", "smoke")
@@ -114,6 +117,7 @@ def test_bad_input(toy):
         {"rows": 4, "languages": ["en", "fr"], "x": 0.5}
 
 
+@pytest.mark.fault
 def test_cli_reports_errors_cleanly(toy, capsys):
     assert cli.main(["run", "nope", "--preset", "smoke"]) == 2
     assert "xl: error: no notebook named 'nope'" in capsys.readouterr().err
@@ -149,6 +153,7 @@ def test_cache_command_shows_and_clears(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "c" / "reps").exists() and "2.0 KB" in capsys.readouterr().err
 
 
+@pytest.mark.fault
 def test_leftovers_of_a_killed_run_are_cleared(toy):
     stale = toy / "results" / "smoke" / ".pending-toy-abc123"
     stale.mkdir(parents=True)

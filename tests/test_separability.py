@@ -81,6 +81,7 @@ def test_separability_frame_is_tidy():
     assert (df.model == "lab-mlm").all() and sorted(set(df.layer)) == [0, 1]
 
 
+@pytest.mark.fault
 def test_bad_input_raises_xlerror():
     reps = synthetic(language_shift=1.0, n=10)
     with pytest.raises(XLError, match="4 dimensions"):

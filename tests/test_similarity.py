@@ -232,6 +232,7 @@ def test_to_frame_is_tidy():
         sim.to_frame(M, [0], ["en", "de", "zh"], "linear_cka", "mBERT")
 
 
+@pytest.mark.fault
 def test_bad_input_raises_xlerror():
     X = rng(12).normal(size=(10, 4))
     with pytest.raises(XLError, match="same sentences"):

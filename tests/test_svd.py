@@ -90,6 +90,7 @@ def test_falls_back_when_default_driver_does_not_converge(monkeypatch):
     np.testing.assert_allclose(s, np.linalg.svd(w, compute_uv=False), rtol=1e-10)
 
 
+@pytest.mark.fault
 def test_every_driver_failing_is_a_clear_error(monkeypatch):
     def fails(w):
         raise np.linalg.LinAlgError("SVD did not converge")
@@ -99,6 +100,7 @@ def test_every_driver_failing_is_a_clear_error(monkeypatch):
         svd.singular_values(np.eye(3))
 
 
+@pytest.mark.fault
 def test_singular_values_reject_bad_input():
     with pytest.raises(XLError, match="matrix"):
         svd.singular_values(np.ones(3))
@@ -135,6 +137,7 @@ def test_mbart_uses_encoder_not_decoder():
     assert len(svd.encoder_matrices(model.get_encoder())) == 3 * 6
 
 
+@pytest.mark.fault
 def test_unsupported_architecture_names_the_class():
     gpt2 = GPT2Model(GPT2Config(n_embd=H, n_layer=1, n_head=2, vocab_size=64, n_positions=64))
     with pytest.raises(XLError, match="GPT2Model"):
@@ -143,6 +146,7 @@ def test_unsupported_architecture_names_the_class():
         svd.encoder_matrices(torch.nn.Linear(3, 3))
 
 
+@pytest.mark.fault
 def test_missing_layer_is_an_error():
     with pytest.raises(XLError, match="layers 1..2"):
         svd.encoder_matrices(tiny_bert(), layer=3)
@@ -195,6 +199,7 @@ def test_svd_table_norms_distances_and_scaling():
     assert (o.d >= (o.sigma_norm - b.sigma_norm).abs() - 1e-12).all()
 
 
+@pytest.mark.fault
 def test_svd_table_one_layer_and_errors():
     a, b = tiny_mbart(), tiny_mbart()
     df = svd.svd_table({"a": a, "b": b}, base="a", layer=3)
@@ -236,6 +241,7 @@ def test_paper_table2_layout_and_triangle_inequality():
     assert (cp.d.to_numpy() >= np.abs(gap) - 0.02).all()
 
 
+@pytest.mark.fault
 def test_hub_id_fails_fast_offline(monkeypatch):
     monkeypatch.setattr(svd.hub, "reachable", lambda: False)
     with pytest.raises(XLError, match="'no-such-org/no-such-model'.*Hugging Face Hub"):

@@ -125,6 +125,7 @@ def test_fingerprint_changes_with_content(lab):
     assert other.fingerprint() != fp
 
 
+@pytest.mark.fault
 def test_unknown_task_and_language(cfg):
     with pytest.raises(XLError, match="unknown lab task"):
         tasks.lab_tasks(cfg, ["sentiment"])

@@ -191,6 +191,7 @@ def test_retrieval_identical_texts_is_perfect(xlmr):
     assert task.chance()["en"] == pytest.approx(0.05)
 
 
+@pytest.mark.fault
 def test_unknown_language_and_bad_parameters(xlmr, lab):
     with pytest.raises(XLError, match="no test set"):
         transfer.finetune(xlmr, lab["genre"], 0, languages=["en", "fr"], cache=False, progress=False)
@@ -227,6 +228,7 @@ def test_tables():
     assert (rel["correlations"].query("against == 'similarity'").pearson > 0).all()
 
 
+@pytest.mark.fault
 def test_languages_without_a_code_are_skipped_with_a_warning(cfg, lab):
     enc = _mbart(cfg)  # mBART-50 codes: none for Greek
     task = lab["genre"]

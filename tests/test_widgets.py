@@ -105,6 +105,7 @@ def test_explorer_renders_figures_to_small_png_and_closes_them():
         assert image_at(root, [i]).format == "png"
 
 
+@pytest.mark.fault
 def test_explorer_rejects_bad_input():
     with pytest.raises(XLError, match="no values"):
         W.explorer(lambda **s: b"", {"a": []})
@@ -157,6 +158,7 @@ def test_similarity_explorer_shape_and_titles(monkeypatch):
     assert png.startswith(PNG) and len(png) < 60_000
 
 
+@pytest.mark.fault
 def test_similarity_explorer_needs_its_columns():
     with pytest.raises(XLError, match="missing \\['value'\\]"):
         W.similarity_explorer(similarity_frame().drop(columns="value"))
@@ -192,6 +194,7 @@ def test_svd_explorer_compares_with_base(monkeypatch):
     assert png_at(root, [1, 2, 1]).startswith(PNG)
 
 
+@pytest.mark.fault
 def test_svd_explorer_unknown_base():
     with pytest.raises(XLError, match="base model 'nope'"):
         W.svd_explorer(spectra_frame(), base="nope")

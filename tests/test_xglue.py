@@ -56,6 +56,7 @@ def test_test_split_without_labels_falls_back_to_validation(sample):
         path.write_text(original)
 
 
+@pytest.mark.fault
 def test_missing_file_and_unknown_names(sample, tmp_path):
     with pytest.raises(XLError, match="missing"):
         xglue.load("NC", local_dir=tmp_path)
@@ -65,6 +66,7 @@ def test_missing_file_and_unknown_names(sample, tmp_path):
         xglue.load("NER", ["en", "fr"], local_dir=sample)
 
 
+@pytest.mark.fault
 def test_hub_offline_fails_fast(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.reachable.cache_clear()
