@@ -1,6 +1,9 @@
-"""Shared fixtures: an isolated cache for the whole session, and a throwaway copy of the book."""
+"""Shared fixtures: an isolated cache for the whole session, a throwaway copy of the book, the smoke book."""
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +62,21 @@ def book_root(tmp_path, monkeypatch):
     monkeypatch.setenv("XL_ROOT", str(root))
     monkeypatch.delenv("XL_RESULTS", raising=False)
     return root
+
+
+def xl_book(root: Path, *args, **env) -> subprocess.CompletedProcess:
+    """`xl book --preset smoke` on the book copy `root`, with the cache `root`/../cache unless `env` says otherwise."""
+    env = {"XL_ROOT": str(root), "XL_CACHE": str(root.parent / "cache"), **env}
+    return subprocess.run([sys.executable, "-m", "xl", "book", "--preset", "smoke", *args],
+                          capture_output=True, text=True, cwd=root, env={**os.environ, **env})
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory):
+    """The smoke book built once per session from an empty cache: (book root, the finished `xl book`)."""
+    root = copy_book(tmp_path_factory.mktemp("smoke") / "book")
+    start = time.perf_counter()
+    done = xl_book(root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    print(f"xl book --preset smoke: {time.perf_counter() - start:.0f}s")
+    return root, done

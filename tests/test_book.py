@@ -1,32 +1,13 @@
 """End to end: `xl book --preset smoke` executes every chapter, renders the HTML book, and the
 book reads offline in a real browser."""
-import os
-import subprocess
-import sys
 import time
 
 import pytest
-from conftest import copy_book, require_browser
+from conftest import require_browser, xl_book
 
 from xl import runner
 
 pytestmark = pytest.mark.slow
-
-
-def xl_book(root, *args):
-    env = dict(os.environ, XL_ROOT=str(root))
-    return subprocess.run([sys.executable, "-m", "xl", "book", "--preset", "smoke", *args],
-                          capture_output=True, text=True, cwd=root, env=env)
-
-
-@pytest.fixture(scope="module")
-def smoke_book(tmp_path_factory):
-    root = copy_book(tmp_path_factory.mktemp("smoke") / "book")
-    start = time.perf_counter()
-    done = xl_book(root)
-    assert done.returncode == 0, done.stderr[-3000:]
-    print(f"xl book --preset smoke: {time.perf_counter() - start:.0f}s")
-    return root, done
 
 
 def test_every_page_is_built(smoke_book):
