@@ -164,6 +164,42 @@ def load_flores(languages, split: str = "devtest", local_dir: str | Path | None 
     return aligned(columns)
 
 
+FLORES_SPLITS = ("dev", "devtest")
+HELD_OUT = {"bible": "test", "flores": "devtest"}  # the split no model of the book was trained on
+
+
+def frame(cfg: dict, languages=None) -> pd.DataFrame:
+    """The preset's corpus (`cfg["corpus"]`) in `languages` (default: the preset's), one row per
+    sentence and language: id, lang, text, split.
+
+    Bible: the primary translations (`bible_frame`: also book, chapter, verse), splits
+    train/dev/test by chapter. FLORES-200: splits dev and devtest, every sentence in every
+    language; ids are unique across splits.
+    """
+    languages = list(languages if languages is not None else cfg["languages"])
+    if cfg["corpus"] == "bible":
+        return bible_frame(languages, books=cfg.get("books"))
+    if cfg["corpus"] == "flores":
+        parts = []
+        for k, split in enumerate(FLORES_SPLITS):
+            wide = load_flores(languages, split, local_dir=cfg.get("flores_dir"))
+            long = wide.rename_axis("id").reset_index().melt(id_vars="id", var_name="lang", value_name="text")
+            parts.append(long.assign(id=long.id + k * 1_000_000, split=split))
+        return pd.concat(parts, ignore_index=True)[["id", "lang", "text", "split"]]
+    raise XLError(f"unknown corpus {cfg['corpus']!r}; choose 'bible' or 'flores'")
+
+
+def held_out(cfg: dict, languages=None) -> pd.DataFrame:
+    """Aligned sentences that no model of the book was trained on, one column per language:
+    the Bible's test split (index: verse id), FLORES-200 devtest."""
+    languages = list(languages if languages is not None else cfg["languages"])
+    if cfg["corpus"] == "bible":
+        return parallel(bible_frame(languages, books=cfg.get("books")), languages, HELD_OUT["bible"])
+    if cfg["corpus"] == "flores":
+        return load_flores(languages, HELD_OUT["flores"], local_dir=cfg.get("flores_dir"))
+    raise XLError(f"unknown corpus {cfg['corpus']!r}; choose 'bible' or 'flores'")
+
+
 def aligned(columns: dict[str, list[str]]) -> pd.DataFrame:
     """One column per language, refusing sentence lists of different lengths (not parallel)."""
     counts = {lang: len(lines) for lang, lines in columns.items()}

@@ -48,3 +48,9 @@ def code(lang: str, scheme: str) -> str:
     if not value:
         raise XLError(f"language {lang!r} has no {scheme} code")
     return value
+
+
+def scheme(tokenizer) -> str | None:
+    """The language codes a tokenizer uses: 'mbart' (mBART-50's en_XX), 'nllb' (eng_Latn), None (none)."""
+    kind = type(tokenizer).__name__.lower()
+    return "mbart" if "mbart" in kind else "nllb" if "nllb" in kind else None

@@ -1,9 +1,15 @@
-"""Translation with the lab encoder-decoders, and its quality (chrF) on held-out verses.
+"""Translation with the book's translation models, and its quality (chrF) on held-out sentences.
 
-Greedy decoding, batched by length, the target language forced as the first
-generated token (`forced_bos_token_id`), as for mBART-50 and NLLB.
+Translation models are the lab encoder-decoders trained for MT (xl.training) and, at paper
+scale, the mBART-50 MMT models and NLLB (a hub id or a saved folder, see xl.zoo): every
+model that xl.zoo gives translation directions. Greedy decoding, batched by length, the
+source language set on the tokenizer and the target language forced as the first generated
+token (`forced_bos_token_id`), in the model's own language codes (mBART-50's `de_DE` or
+NLLB's `deu_Latn`, read from its tokenizer).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,23 +17,72 @@ import sacrebleu
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from xl import corpus, languages as langs, paths, presets
+from xl import corpus, hub, languages as langs, paths, presets, zoo
 from xl.errors import XLError
+from xl.models import quiet_transformers
 from xl.objectives import directions
 from xl.results import Store
 
 
-def load(name: str, cfg: dict):
-    """(model, tokenizer) of a trained lab encoder-decoder (see xl.training), or of any saved folder."""
+def _pretrained(source: str, local: bool):
+    tok = AutoTokenizer.from_pretrained(source, local_files_only=local)
+    model = AutoModelForSeq2SeqLM.from_pretrained(source, local_files_only=local)
+    return model, tok
+
+
+def load(name: str, cfg: dict, device=None):
+    """(model, tokenizer) of a trained lab encoder-decoder (see xl.training), a saved folder or a hub id.
+
+    The model is in eval mode on `device` (default: the GPU if there is one)."""
     from xl.training import LAB, digest_of, is_trained
 
-    folder = paths.model_dir(cfg["preset"], name) if name in LAB else name
-    if name in LAB and not is_trained(folder, digest_of(name, cfg)):
-        raise XLError(f"lab model {name!r} of preset {cfg['preset']!r} is not trained with these parameters: "
-                      f"train it first (xl.training.train_lab_models, or python -m xl.training --preset {cfg['preset']})")
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
-    return model, tok
+    quiet_transformers()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if name in LAB:
+        folder = paths.model_dir(cfg["preset"], name)
+        if not is_trained(folder, digest_of(name, cfg)):
+            raise XLError(f"lab model {name!r} of preset {cfg['preset']!r} is not trained with these parameters: "
+                          f"train it first (xl.training.train_lab_models, or python -m xl.training --preset "
+                          f"{cfg['preset']})")
+        model, tok = _pretrained(str(folder), True)
+    elif zoo.is_local(name):
+        folder = Path(name).expanduser()
+        if not (folder / "config.json").is_file():
+            raise XLError(f"not a model folder: no config.json in {folder} (save models with save_pretrained)")
+        model, tok = _pretrained(str(folder), True)
+    else:
+        try:  # already in the local Hugging Face cache: no network needed
+            model, tok = _pretrained(name, True)
+        except OSError:
+            hub.require(f"model {name!r}", f"On a machine with internet run `huggingface-cli download {name} "
+                        f"--local-dir models/{name.rsplit('/', 1)[-1]}`, copy that folder here and list it in "
+                        f"`models` instead of {name!r}.")
+            model, tok = _pretrained(name, False)
+    return model.to(device).eval(), tok
+
+
+def _code_id(tok, lang: str, scheme: str) -> int:
+    """The token id of `lang`'s code in the tokenizer's scheme, or an XLError if it has none."""
+    try:
+        code = langs.code(lang, scheme)
+    except XLError:
+        code = None
+    token_id = tok.convert_tokens_to_ids(code) if code else None
+    if token_id is None or token_id == tok.unk_token_id:
+        raise XLError(f"{type(tok).__name__} has no language code for {lang!r} ({scheme} code: {code or 'none'})")
+    return token_id
+
+
+def readable(tok, lang: str) -> bool:
+    """Whether the tokenizer has a language code for `lang` (mBART-50 lacks el, bg...)."""
+    scheme = langs.scheme(tok)
+    if scheme is None:
+        return False
+    try:
+        _code_id(tok, lang, scheme)
+        return True
+    except XLError:
+        return False
 
 
 @torch.no_grad()
@@ -38,14 +93,19 @@ def translate(model, tok, texts, src: str, tgt: str, batch_size: int = 32, max_l
     Outputs stop at `length_ratio` times the longest source of their batch (plus 10 pieces) and
     at `max_length`; `no_repeat_ngram_size` > 0 forbids repeating an n-gram of pieces."""
     texts = list(texts)
+    scheme = langs.scheme(tok)
+    if scheme is None:
+        raise XLError(f"{type(tok).__name__} has no language codes: not an mBART-50 or NLLB translation model")
     limit = max_length or model.generation_config.max_length or 128
-    tok.src_lang = langs.code(src, "mbart")
-    forced = tok.convert_tokens_to_ids(langs.code(tgt, "mbart"))
+    _code_id(tok, src, scheme)
+    tok.src_lang = langs.code(src, scheme)
+    forced = _code_id(tok, tgt, scheme)
     order = np.argsort([len(t) for t in texts], kind="stable")
     out = [None] * len(texts)
     for start in range(0, len(texts), batch_size):
         idx = order[start:start + batch_size]
-        enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True, max_length=limit)
+        enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                  max_length=limit).to(model.device)
         longest = int(enc["attention_mask"].sum(1).max())
         gen = model.generate(**enc, forced_bos_token_id=forced, num_beams=1, do_sample=False,
                              max_length=min(limit, int(length_ratio * longest) + 10),
@@ -65,35 +125,45 @@ def chrf(hypotheses, references) -> float:
 
 
 def test_verses(cfg: dict, n: int | None = None) -> pd.DataFrame:
-    """A seeded sample of `n` test-split verses present in every language of the preset."""
-    df = corpus.bible_frame(cfg["languages"], books=cfg["books"])
-    test = corpus.parallel(df, cfg["languages"], "test")
+    """A seeded sample of `n` held-out sentences present in every language of the preset: test-split
+    verses of the Bible, FLORES-200 devtest sentences (xl.corpus.held_out)."""
+    test = corpus.held_out(cfg)
     n = n or cfg.get("mt_eval_verses") or 100
     if n < len(test):
         test = test.sample(n=n, random_state=cfg["seed"]).sort_index()
     return test
 
 
-def pairs_of(name: str, cfg: dict) -> list[tuple[str, str]]:
-    """The evaluation pairs (preset's `mt_eval_pairs`) that lab model `name` was trained on."""
-    from xl.training import LAB
+def translation_models(cfg: dict) -> list[str]:
+    """The preset's models that translate (MT and CP: xl.zoo.directions), in the preset's order."""
+    return [name for name in cfg["models"] if zoo.directions(name)]
 
+
+def pairs_of(name: str, cfg: dict, tok=None) -> list[tuple[str, str]]:
+    """The evaluation pairs (preset's `mt_eval_pairs`) that translation model `name` was trained on
+    (a folder xl.zoo does not know: all directions), and, given its tokenizer, has codes for."""
     wanted = [tuple(p.split("-")) for p in cfg.get("mt_eval_pairs") or ["de-en", "en-de"]]
     wanted = [p for p in wanted if p[0] in cfg["languages"] and p[1] in cfg["languages"]]
-    kind = LAB.get(name, (None, None, "m2m"))[2]
+    kind = zoo.directions(name) or ("m2m" if zoo.family(name) == "?" else None)
     if kind is None:
         raise XLError(f"{name} is not a translation model")
+    if kind != "m2m" and "en" not in cfg["languages"]:
+        return []
     allowed = set(directions(kind, cfg["languages"]))
-    return [p for p in wanted if p in allowed]
+    pairs = [p for p in wanted if p in allowed]
+    if tok is not None:
+        pairs = [p for p in pairs if readable(tok, p[0]) and readable(tok, p[1])]
+    return pairs
 
 
 def mt_quality(cfg: dict | str = "lab", models=None, write: bool = True, **decoding) -> pd.DataFrame:
-    """chrF of greedy translations of held-out (test-split) verses: model, src, tgt, chrf, baseline,
-    verses. Each model is scored on the preset's `mt_eval_pairs` it was trained on, with
-    `DECODING` (or `decoding`). `baseline` is the chrF of a source-blind output: another
-    test verse in the target language; a model that does not translate scores about that."""
+    """chrF of greedy translations of held-out sentences: model (label), src, tgt, chrf, baseline,
+    verses. Each model (default: the preset's translation models) is scored on the preset's
+    `mt_eval_pairs` it was trained on, with `DECODING` (or `decoding`). `baseline` is the chrF of
+    a source-blind output: another held-out sentence in the target language; a model that does
+    not translate scores about that."""
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
-    models = models or ["lab-m2m", "lab-m2o", "lab-o2m", "lab-mt"]
+    models = list(models) if models is not None else translation_models(cfg)
     decoding = {**DECODING, **decoding}
     test = test_verses(cfg)
     baseline = {lang: chrf(test[lang].sample(frac=1, random_state=cfg["seed"] + 1), test[lang])
@@ -101,32 +171,37 @@ def mt_quality(cfg: dict | str = "lab", models=None, write: bool = True, **decod
     rows = []
     for name in models:
         model, tok = load(name, cfg)
-        for src, tgt in pairs_of(name, cfg):
+        for src, tgt in pairs_of(name, cfg, tok):
             hyp = translate(model, tok, test[src], src, tgt, max_length=cfg.get("model_max_length"), **decoding)
-            rows.append({"model": name, "src": src, "tgt": tgt, "chrf": chrf(hyp, test[tgt]),
+            rows.append({"model": zoo.label(name), "src": src, "tgt": tgt, "chrf": chrf(hyp, test[tgt]),
                          "baseline": baseline[tgt], "verses": len(test)})
+        del model
     df = pd.DataFrame(rows, columns=["model", "src", "tgt", "chrf", "baseline", "verses"])
     if write:
         Store(cfg["preset"]).write("mt_quality", df)
     return df
 
 
+EXAMPLE_COLUMNS = ["verse", "direction", "source", "reference", "model", "translation"]
+
+
 def examples(cfg: dict | str = "lab", pairs=(("de", "en"), ("en", "zh")), n: int = 2, models=None) -> pd.DataFrame:
-    """A few held-out verses translated by each model trained on that direction (long format)."""
+    """A few held-out sentences translated by each model trained on that direction (long format)."""
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
-    models = models or ["lab-m2m", "lab-m2o", "lab-o2m", "lab-mt"]
+    models = list(models) if models is not None else translation_models(cfg)
+    pairs = [tuple(p) for p in pairs if p[0] in cfg["languages"] and p[1] in cfg["languages"]]
     test = test_verses(cfg).head(n)
     rows = []
     for name in models:
         model, tok = load(name, cfg)
-        from xl.training import LAB
-
-        allowed = set(directions(LAB[name][2], cfg["languages"]))
+        kind = zoo.directions(name) or "m2m"
+        allowed = set(directions(kind, cfg["languages"])) if kind == "m2m" or "en" in cfg["languages"] else set()
         for src, tgt in pairs:
-            if (src, tgt) not in allowed:
+            if (src, tgt) not in allowed or not (readable(tok, src) and readable(tok, tgt)):
                 continue
             hyp = translate(model, tok, test[src], src, tgt, max_length=cfg.get("model_max_length"), **DECODING)
-            rows += [{"verse": vid, "direction": f"{src}->{tgt}", "source": s, "reference": r, "model": name,
-                      "translation": h} for vid, s, r, h in zip(test.index, test[src], test[tgt], hyp)]
-    return pd.DataFrame(rows)
-
+            rows += [{"verse": vid, "direction": f"{src}->{tgt}", "source": s, "reference": r,
+                      "model": zoo.label(name), "translation": h}
+                     for vid, s, r, h in zip(test.index, test[src], test[tgt], hyp)]
+        del model
+    return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
