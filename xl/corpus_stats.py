@@ -3,34 +3,46 @@ from __future__ import annotations
 
 import pandas as pd
 
-from xl import languages as langs, tokenizer
-from xl.corpus import bible_frame
+from xl import corpus, languages as langs, tokenizer
 
 
-def language_table(books=None) -> pd.DataFrame:
-    """Every Bible language: name, script, family, translations, and verses of its primary translation."""
-    df = bible_frame(langs.bible_languages(), books=books)
+def corpus_languages(cfg: dict) -> list[str]:
+    """Every language of the preset's corpus that the book knows: the Bible's 22, or the preset's for FLORES-200
+    (which has 200, most of them in no model's language codes)."""
+    return langs.bible_languages() if cfg["corpus"] == "bible" else list(cfg["languages"])
+
+
+def language_table(cfg: dict) -> pd.DataFrame:
+    """Every language of the preset's corpus: name, script, family, sentences (Bible: non-empty verses of the
+    primary translation; FLORES-200: dev + devtest) and words per sentence (plus the Bible's translations)."""
+    every = corpus_languages(cfg)
+    df = corpus.frame(cfg, every)
     counts = df.groupby("lang").size()
     words = df.assign(words=df.text.str.split().str.len()).groupby("lang").words.mean()
-    meta = langs.table().loc[langs.bible_languages(), ["name", "script", "family", "translations"]]
-    meta = meta.assign(verses=counts, words_per_verse=words.round(1))
+    columns = ["name", "script", "family"] + (["translations"] if cfg["corpus"] == "bible" else [])
+    meta = langs.table().loc[every, columns]
+    meta = meta.assign(sentences=counts, words_per_sentence=words.round(1))
     return meta.reset_index().rename(columns={"code": "lang"})
 
 
 def split_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Verses and chapters per split and language (chapters are never shared between splits)."""
-    return (df.groupby(["lang", "split"])
-              .agg(verses=("id", "size"), chapters=("chapter", lambda c: c.groupby(df.loc[c.index, "book"]).nunique().sum()))
-              .reset_index())
+    """Sentences per split and language, and chapters where the corpus has them (Bible: never shared
+    between splits)."""
+    groups = df.groupby(["lang", "split"])
+    if "chapter" not in df:
+        return groups.size().rename("sentences").reset_index()
+    return (groups.agg(sentences=("id", "size"),
+                       chapters=("chapter", lambda c: c.groupby(df.loc[c.index, "book"]).nunique().sum()))
+            .reset_index())
 
 
 def fertility_table(tokenizers: dict, df: pd.DataFrame, n: int = 500, seed: int = 0) -> pd.DataFrame:
-    """Pieces per verse / word / character of each tokenizer on the same verses of each language."""
+    """Pieces per sentence ('verse') / word / character of each tokenizer on the same sentences of each language."""
     rows = []
     ids = df.drop_duplicates("id").id.sample(min(n, df.id.nunique()), random_state=seed)
     sample = df[df.id.isin(ids)].drop_duplicates(["lang", "id"])
     for name, tok in tokenizers.items():
         for lang, group in sample.groupby("lang", sort=True):
-            rows.append({"tokenizer": name, "lang": lang, "verses": len(group),
+            rows.append({"tokenizer": name, "lang": lang, "sampled": len(group),
                          **tokenizer.fertility(tok, group.text.tolist())})
     return pd.DataFrame(rows)

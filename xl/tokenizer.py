@@ -87,10 +87,40 @@ def fertility(tokenizer, texts) -> dict:
             "pieces_per_word": n_pieces / n_words, "pieces_per_char": n_pieces / n_chars}
 
 
-def hub_tokenizers(model_ids) -> dict:
-    """The tokenizers of hub models, by id (paper preset; needs the Hugging Face Hub)."""
+def model_tokenizers(cfg) -> dict:
+    """The tokenizers of the preset's models, by model label: 'lab' (the one every lab model shares)
+    and each other model's own, from its folder, the local Hugging Face cache, or the hub (which
+    must then be reachable: paper preset)."""
+    from xl import zoo
+
+    out = {}
+    for name in cfg["models"]:
+        if zoo.is_lab(name):
+            if "lab" not in out:
+                out["lab"] = xlmr_tokenizer(cfg)
+        else:
+            out[zoo.label(name)] = pretrained_tokenizer(name)
+    return out
+
+
+def pretrained_tokenizer(name: str):
+    """The tokenizer of a saved folder or of a hub id (cached, or downloaded where the hub is reachable)."""
     from transformers import AutoTokenizer
 
-    from xl import hub
-    hub.require("the paper models' tokenizers", "Run the paper preset where the hub is reachable (e.g. Colab).")
-    return {mid: AutoTokenizer.from_pretrained(mid) for mid in model_ids}
+    from xl import hub, zoo
+    from xl.errors import XLError
+    from xl.models import quiet_transformers
+
+    quiet_transformers()  # fertility tokenizes whole sentences: no warnings about the models' length limits
+    if zoo.is_local(name):
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            raise XLError(f"no such model folder: {folder}")
+        return AutoTokenizer.from_pretrained(folder)
+    try:  # already in the local Hugging Face cache: no network needed
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except OSError:
+        pass
+    hub.require(f"the tokenizer of {name!r}", f"On a machine with internet run `huggingface-cli download {name} "
+                f"--local-dir models/{name.rsplit('/', 1)[-1]}`, copy that folder here and list it in `models`.")
+    return AutoTokenizer.from_pretrained(name)
