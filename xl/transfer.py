@@ -817,7 +817,7 @@ def beside_paper(ours: pd.DataFrame) -> pd.DataFrame:
 
 
 def agreement(ours: pd.DataFrame, spread: pd.DataFrame | None = None, chance: pd.Series | None = None) -> dict:
-    """Does the lab scale agree with the paper (LM-trained models transfer better than MT-trained ones)?
+    """Does this run agree with the paper (LM-trained models transfer better than MT-trained ones)?
 
     ours: a table1() frame (its columns are the tasks compared); spread: seed_spread() of the
     same runs (a gap smaller than the mean spread is called inconclusive); chance: chance level
@@ -854,11 +854,11 @@ def agreement(ours: pd.DataFrame, spread: pd.DataFrame | None = None, chance: pd
         sentence += ("every task is within 2 points of chance at this scale, so it neither confirms nor "
                      "contradicts the paper")
     elif abs(lm_mean - mt_mean) <= noise:
-        sentence += (f"the gap ({lm_mean - mt_mean:+.1f}) is within the spread across seeds ({noise:.1f}), so the lab "
-                     f"scale neither confirms nor contradicts the paper")
+        sentence += (f"the gap ({lm_mean - mt_mean:+.1f}) is within the spread across seeds ({noise:.1f}), so this "
+                     f"run neither confirms nor contradicts the paper")
     else:
         out["agrees"] = bool(lm_mean > mt_mean)
-        sentence += (f"the lab scale {'agrees' if out['agrees'] else 'does not agree'} with the paper, where "
+        sentence += (f"this run {'agrees' if out['agrees'] else 'does not agree'} with the paper, where "
                      f"LM-trained models transfer better")
     if not math.isnan(rho):
         sentence += f" (rank correlation of the model averages with the paper's: {rho:+.2f})"
