@@ -1,81 +1,22 @@
-"""xl.models on tiny random models of each architecture, saved with lab tokenizers and loaded by path.
-
-Tokenizers: XLM-R and mBART-50 ones from the smoke lab SentencePiece; BERT a WordPiece
-BertTokenizer from a small vocabulary list; M2M100 an NllbTokenizer built from the lab
-pieces (it is a BPE without merges, so it splits words into characters) with the NLLB
-codes of the smoke languages only.
-"""
+"""xl.models on tiny random models of each architecture, saved with lab tokenizers and loaded by path
+(the tiny models and their tokenizers: tests/conftest.py)."""
 import shutil
 import time
 
 import numpy as np
 import pytest
 import torch
-from transformers import (BertConfig, BertForMaskedLM, BertTokenizer, M2M100Config,
-                          M2M100ForConditionalGeneration, MBartConfig, MBartForConditionalGeneration,
-                          NllbTokenizer, XLMRobertaConfig, XLMRobertaForMaskedLM)
+from conftest import TINY_ARCHS, TINY_H, TINY_LAYERS, TINY_TEXTS, save_tiny
 
 import xl
-from xl import hub, models, paths, tokenizer as lab_tokenizer
+from xl import hub, models, paths
 from xl.errors import XLError
 
-TEXTS = ["In the beginning was the Word, and the Word was with God.",
-         "Jesus wept.",
-         "And the light shineth in darkness; and the darkness comprehended it not.",
-         "He came unto his own, and his own received him not.",
-         "There was a man sent from God, whose name was John.",
-         "Amen."]
-H, LAYERS = 32, 2
-ARCHS = ["bert", "xlmr", "mbart", "m2m100"]
+TEXTS = TINY_TEXTS
+H, LAYERS = TINY_H, TINY_LAYERS
+ARCHS = TINY_ARCHS
 ENCODER_CLASS = {"bert": "BertModel", "xlmr": "XLMRobertaModel", "mbart": "MBartEncoder", "m2m100": "M2M100Encoder"}
-SMOKE_NLLB = ["eng_Latn", "deu_Latn", "rus_Cyrl", "zho_Hans"]
-
-
-def _bert_tokenizer():
-    words = sorted({w for t in TEXTS for w in t.replace(",", " ").replace(".", " ").replace(";", " ").split()})
-    chars = sorted({c for t in TEXTS for c in t if not c.isspace()})
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + chars + ["##" + c for c in chars]
-    return BertTokenizer(vocab={w: i for i, w in enumerate(dict.fromkeys(vocab))}, do_lower_case=False)
-
-
-def _nllb_tokenizer(cfg):
-    pieces, charsmap = lab_tokenizer._pieces(lab_tokenizer.spm_path(cfg))
-    vocab = {s: i for i, s in enumerate(["<s>", "<pad>", "</s>", "<unk>"])}
-    for piece, _ in pieces:
-        vocab.setdefault(piece, len(vocab))
-    return NllbTokenizer(vocab=vocab, _spm_precompiled_charsmap=charsmap, extra_special_tokens=SMOKE_NLLB)
-
-
-def _seq2seq(config_cls, tok):
-    return config_cls(vocab_size=len(tok), d_model=H, encoder_layers=LAYERS, decoder_layers=1,
-                      encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                      decoder_ffn_dim=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-
-
-def _build(arch, cfg):
-    torch.manual_seed(0)
-    enc_args = dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=2, intermediate_size=64,
-                    max_position_embeddings=130)
-    if arch == "bert":
-        tok = _bert_tokenizer()
-        return BertForMaskedLM(BertConfig(vocab_size=len(tok), **enc_args)), tok
-    if arch == "xlmr":
-        tok = lab_tokenizer.xlmr_tokenizer(cfg)
-        return XLMRobertaForMaskedLM(XLMRobertaConfig(vocab_size=len(tok), pad_token_id=1, **enc_args)), tok
-    if arch == "mbart":
-        tok = lab_tokenizer.mbart_tokenizer(cfg)
-        return MBartForConditionalGeneration(_seq2seq(MBartConfig, tok)), tok
-    tok = _nllb_tokenizer(cfg)
-    return M2M100ForConditionalGeneration(_seq2seq(M2M100Config, tok)), tok
-
-
-def _save(arch, folder):
-    model, tok = _build(arch, xl.config("smoke"))
-    model.eval().save_pretrained(folder)
-    tok.model_max_length = 128
-    tok.save_pretrained(folder)
-    return folder
+_save = save_tiny
 
 
 @pytest.fixture(scope="module")
