@@ -438,12 +438,16 @@ def hub_parallel(dataset: str, languages, pivot: str = "en", split: str = "train
 
 # ---------------------------------------------------------------- all of them
 
+SUMMARY_COLUMNS = ["model", "analogue", "objective", "data", "parameters", "steps", "batch_size", "seconds",
+                   "trained", "wall_seconds"]
+
+
 def train_lab_models(cfg: dict | str = "lab", names=None, write: bool = True) -> pd.DataFrame:
     """Train (or reuse) the lab models; write `training.csv` (model, step, loss) and return
     one row per model: model, paper analogue, objective, directions, parameters, steps, seconds,
     trained (False when it was already saved)."""
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
-    names = list(names or [n for n in cfg.get("models", LAB) if n in LAB] or LAB)
+    names = list(names if names is not None else [n for n in cfg.get("models", LAB) if n in LAB])
     rows = []
     for name in names:
         before = marker(paths.model_dir(cfg["preset"], name))
@@ -452,12 +456,16 @@ def train_lab_models(cfg: dict | str = "lab", names=None, write: bool = True) ->
         elapsed = time.perf_counter() - start
         info = marker(out_dir)
         trained = before is None or before.get("digest") != info["digest"]
+        kind = LAB[name][2]
+        data = f"verse pairs, {KINDS[kind]}" if kind else "monolingual verses"
         rows.append({"model": name, "analogue": LAB[name][0], "objective": OBJECTIVES[LAB[name][1]],
-                     "directions": LAB[name][2] and KINDS[LAB[name][2]], "parameters": info["parameters"],
+                     "data": f"{data} ({info['steps'] * info['batch_size']:,} seen)", "parameters": info["parameters"],
                      "steps": info["steps"], "batch_size": info["batch_size"],
                      "seconds": info["seconds"], "trained": trained, "wall_seconds": round(elapsed, 1)})
-    summary = pd.DataFrame(rows)
-    if write:
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    from accelerate import PartialState
+
+    if write and PartialState().is_main_process:
         store = Store(cfg["preset"])
         store.write("training", training_log(cfg, names))
         store.write("lab_models", summary.drop(columns=["trained", "wall_seconds"]))
@@ -468,7 +476,7 @@ def training_log(cfg: dict | str = "lab", names=None) -> pd.DataFrame:
     """The loss curves of the saved lab models: model, step, loss."""
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
     rows = []
-    for name in names or LAB:
+    for name in names if names is not None else LAB:
         info = marker(paths.model_dir(cfg["preset"], name))
         if info:
             rows += [{"model": name, "step": s, "loss": loss} for s, loss in info["log"]]
@@ -506,8 +514,13 @@ def main(argv=None) -> None:
 
         start = time.perf_counter()
         quality = translate.mt_quality(cfg, [n for n in (args.models or LAB) if LAB[n][1] in ("cp", "mt")])
-        print(quality.to_string(index=False))
-        print(quality.groupby("model").chrf.mean().round(1).to_string())
+        print(quality.round(1).to_string(index=False))
+        means = quality.groupby("model", sort=False)[["chrf", "baseline"]].mean().round(1)
+        print(means.to_string())
+        cp = quality[quality.model.map(lambda m: LAB[m][1] == "cp")]
+        if len(cp):
+            print(f"CP models: mean chrF {cp.groupby('model').chrf.mean().mean():.1f} "
+                  f"(source-blind baseline {cp.groupby('model').baseline.mean().mean():.1f})")
         print(f"evaluation: {time.perf_counter() - start:.1f}s")
 
 
