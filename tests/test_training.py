@@ -247,3 +247,14 @@ def test_continue_pretraining_fails_fast_offline(tmp_path, monkeypatch):
         training.hub_parallel("Helsinki-NLP/opus-100", ["en", "de"])
     assert time.perf_counter() - start < 5
     hub.reachable.cache_clear()
+
+
+def test_translation_counts_only_where_it_beats_the_source_blind_baseline():
+    quality = pd.DataFrame({"model": ["a", "a", "b", "b"], "src": ["de", "fr", "en", "en"],
+                            "tgt": ["en", "en", "de", "fr"], "chrf": [22.0, 17.5, 15.0, 30.0],
+                            "baseline": [17.0, 17.0, 18.0, 17.0]})
+    table = translate.against_baseline(quality)
+    assert table.loc["a"].tolist() == [2, 1, 19.8, 2.8]  # 17.5 is within the 1-point margin
+    assert table.loc["b", "beat_baseline"] == 1 and table.loc["b", "gap"] == 5.0
+    assert "a in 1 of 2" in translate.verdict(quality) and "nowhere" not in translate.verdict(quality)
+    assert "a beats the baseline nowhere" in translate.verdict(quality.assign(chrf=10.0).iloc[:2])

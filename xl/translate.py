@@ -182,6 +182,30 @@ def mt_quality(cfg: dict | str = "lab", models=None, write: bool = True, **decod
     return df
 
 
+def against_baseline(quality: pd.DataFrame, margin: float = 1.0) -> pd.DataFrame:
+    """Per model: its directions, how many beat the source-blind baseline by more than `margin`
+    chrF points, and its mean chrF and mean gap to the baseline."""
+    q = quality.assign(gap=quality.chrf - quality.baseline)
+    return q.groupby("model", sort=False).agg(
+        directions=("gap", "size"), beat_baseline=("gap", lambda g: (g > margin).sum()),
+        chrf=("chrf", "mean"), gap=("gap", "mean")).round(1)
+
+
+def verdict(quality: pd.DataFrame, margin: float = 1.0) -> str:
+    """One sentence: which models translate (beat the baseline) in how many of their directions."""
+    table = against_baseline(quality, margin)
+    parts = [f"{r.Index} in {r.beat_baseline} of {r.directions} (mean gap {r.gap:+.1f})" for r in table.itertuples()]
+    learned = table.index[table.beat_baseline == table.directions].tolist()
+    none = table.index[table.beat_baseline == 0].tolist()
+    summary = (f" Only {', '.join(learned)} translates in every direction it was trained on." if learned and none
+               else "")
+    if none:
+        summary += f" {', '.join(none)} beat{'s' if len(none) == 1 else ''} the baseline nowhere: " \
+                   "fluent target-language text that ignores the source."
+    return f"Directions where chrF beats the source-blind baseline by more than {margin:g} point: " \
+           f"{'; '.join(parts)}.{summary}"
+
+
 EXAMPLE_COLUMNS = ["verse", "direction", "source", "reference", "model", "translation"]
 
 
