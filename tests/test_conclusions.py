@@ -48,3 +48,8 @@ def test_missing_tables_are_not_run(book_root):
     table = conclusions.verdicts("smoke").set_index("finding").verdict
     assert table["alignment"] == "agrees" and table["transfer"] == "not run"
     assert conclusions.scales_run() == ["smoke"]
+
+
+def test_a_difference_within_the_tolerance_is_inconclusive():
+    assert conclusions.alignment(similarity(lm=0.500, cp=0.495))["verdict"] == "inconclusive"
+    assert conclusions.alignment(similarity(lm=0.500, cp=0.480))["verdict"] == "agrees"

@@ -2,7 +2,9 @@
 
 Every verdict is computed from results/<preset>/*.csv; nothing here is written by hand
 except what the paper says. A finding is 'agrees' when our numbers point the same way as
-the paper's, 'disagrees' when they point the other way, 'not run' when a table is missing.
+the paper's, 'disagrees' when they point the other way, 'inconclusive' when the two groups
+differ by less than `TOLERANCE` of the larger value (the paper's effects are larger: its CP
+models' singular values are 4-25% above mBART's), 'not run' when a table is missing.
 """
 from __future__ import annotations
 
@@ -31,9 +33,13 @@ def _by_family(values: pd.Series) -> pd.Series:
     return values.groupby(families).mean()
 
 
+TOLERANCE = 0.02
+
+
 def _verdict(finding: str, lm: float, mt: float, agrees: bool, measure: str) -> dict:
+    close = abs(mt - lm) <= TOLERANCE * max(abs(lm), abs(mt))
     return {"finding": finding, "paper": FINDINGS[finding], "measure": measure, "LM": lm, "MT/CP": mt,
-            "verdict": "agrees" if agrees else "disagrees"}
+            "verdict": "inconclusive" if close else "agrees" if agrees else "disagrees"}
 
 
 def alignment(sim: pd.DataFrame) -> dict:
