@@ -41,6 +41,11 @@ def notebook_source(name: str) -> Path:
     return path
 
 
+# The kernel's own log (ipykernel's "running over TCP without encryption", a KeyboardInterrupt
+# caught while it shuts down) is noise to a reader; errors in cells still come through papermill.
+KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
+
+
 def toc_notebooks() -> list[str]:
     """Chapters of _toc.yml that are executed notebooks (files under book/chapters/), in order."""
     toc = yaml.safe_load((paths.root() / "_toc.yml").read_text())
@@ -173,6 +178,7 @@ def _execute(source: Path, out: Path, parameters: dict, pending: Path) -> None:
                     papermill.execute_notebook(
                         str(src), str(tmp_out), parameters=parameters, kernel_name="python3",
                         progress_bar=sys.stderr.isatty(), cwd=str(paths.root() / "notebooks"),
+                        extra_arguments=KERNEL_QUIET,
                     )
                 except papermill.PapermillExecutionError as err:
                     cell = _source_cell_number(nb, err.cell_index)
