@@ -38,6 +38,26 @@ def require_browser():
     return browser
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and lose a lot when the cores are shared.
+    Modules that train or run tiny models use it: pytestmark = pytest.mark.usefixtures("one_thread")."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    """The smoke preset's configuration (modules that need more override this fixture)."""
+    import xl
+
+    return xl.config("smoke")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory):
     """Keep tests away from the user's data/cache; share it across tests (tokenizers, models)."""

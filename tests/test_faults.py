@@ -14,27 +14,12 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, XLMRobertaConfig, XLMRobertaModel
 
-import xl
 from xl import cli, corpus, models, objectives, paths, runner, tokenizer as lab_tokenizer, training, transfer
 from xl.errors import XLError
 from xl.results import Store
 from xl.tasks import Task
 
-pytestmark = pytest.mark.fault
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and lose a lot when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return xl.config("smoke")
+pytestmark = [pytest.mark.fault, pytest.mark.usefixtures("one_thread")]
 
 
 def nothing_written(folder):

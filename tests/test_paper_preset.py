@@ -23,6 +23,8 @@ from xl import corpus, hub, languages as langs, runner, tokenizer, translate, xg
 from xl.errors import XLError
 from xl.presets import PAPER_MODELS
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 LANGUAGES = ["en", "de", "fr", "zh"]
 TASKS = ["NC", "PAWS-X", "NER"]
 SCALE = {"mBART m2m": 1.05, "mBART m2o": 1.10}  # continued "MT training": the base's weights, scaled up
@@ -64,15 +66,6 @@ def stand_ins(tmp_path_factory):
         AutoTokenizer.from_pretrained(folders["mBART"]).save_pretrained(folders[label])
     xglue_dir = xglue.write_sample(root / "xglue_full_dataset", n=8)
     return {"models": folders, "flores": flores, "xglue": xglue_dir}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and lose a lot when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

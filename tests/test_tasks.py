@@ -5,14 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import xl
 from xl import corpus, tasks
 from xl.errors import XLError
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return xl.config("smoke")
 
 
 @pytest.fixture(scope="module")

@@ -12,17 +12,10 @@ from xl.errors import XLError
 from xl.models import Encoder
 from xl.tasks import Task
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 WORDS_A, WORDS_B = [], []  # two sets of words that are one piece each in the smoke vocabulary (_words)
 FAST = transfer.Params(epochs=4, lr=3e-3, batch_size=16, max_length=32)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, above all on a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module", autouse=True)
