@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xl import hub, io, languages as langs, paths, presets
+from xl import hub, io, languages as langs, paths, presets, zoo
 from xl.errors import XLError
 
 CACHE_VERSION = "reps-v1"
@@ -37,8 +37,9 @@ LAB_HINT = "train it first with the models chapter: xl run models --preset {pres
 
 
 def _download_hint(name: str) -> str:
-    return (f"On a machine with internet run `huggingface-cli download {name} --local-dir DIR`, "
-            f"copy DIR here and pass its path to load_encoder instead of {name!r}.")
+    folder = f"models/{name.rsplit('/', 1)[-1]}"  # a folder so named is that model to xl.zoo
+    return (f"On a machine with internet run `huggingface-cli download {name} --local-dir {folder}`, "
+            f"copy that folder here and use its path instead of {name!r}.")
 
 
 def _resolve(name: str, preset: str | None) -> tuple[str, Path | None]:
@@ -51,7 +52,7 @@ def _resolve(name: str, preset: str | None) -> tuple[str, Path | None]:
                           + LAB_HINT.format(preset=preset))
         return str(folder), folder
     folder = Path(name).expanduser()
-    if folder.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+    if zoo.is_local(name) or folder.exists():
         if not folder.is_dir():
             raise XLError(f"no such model folder: {folder}")
         if not (folder / "config.json").is_file():
@@ -60,6 +61,19 @@ def _resolve(name: str, preset: str | None) -> tuple[str, Path | None]:
     if name.startswith("lab-"):  # a misspelt lab model, not a hub id to look for online
         raise XLError(f"unknown lab model {name!r}; choose one of {', '.join(presets.LAB_MODELS)}")
     return name, None
+
+
+def locate(name: str, preset: str | None = None) -> tuple[str, Path | None, bool]:
+    """Where a lab model name, a saved folder or a hub id loads from: (what to pass to
+    from_pretrained, the local folder or None, local_files_only). A hub id loads from the local
+    Hugging Face cache when it is there; otherwise the hub must be reachable (fails fast)."""
+    source, folder = _resolve(name, preset)
+    if folder is not None:
+        return source, folder, True
+    if _hub_snapshot(name) is not None:
+        return source, None, True
+    hub.require(f"model {name!r}", _download_hint(name))
+    return source, None, False
 
 
 def _hub_snapshot(name: str) -> Path | None:
@@ -100,13 +114,7 @@ def load_encoder(name: str, preset: str | None = None, device=None) -> "Encoder"
     """
     from transformers import AutoTokenizer
     quiet_transformers()
-    source, folder = _resolve(name, preset)
-    local_only = folder is not None
-    if folder is None:
-        snapshot = _hub_snapshot(name)
-        local_only = snapshot is not None
-        if not local_only:
-            hub.require(f"model {name!r}", _download_hint(name))
+    source, folder, local_only = locate(name, preset)
     try:
         model = _load_model(source, local_only)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)

@@ -107,20 +107,8 @@ def pretrained_tokenizer(name: str):
     """The tokenizer of a saved folder or of a hub id (cached, or downloaded where the hub is reachable)."""
     from transformers import AutoTokenizer
 
-    from xl import hub, zoo
-    from xl.errors import XLError
-    from xl.models import quiet_transformers
+    from xl.models import locate, quiet_transformers
 
     quiet_transformers()  # fertility tokenizes whole sentences: no warnings about the models' length limits
-    if zoo.is_local(name):
-        folder = Path(name).expanduser()
-        if not folder.is_dir():
-            raise XLError(f"no such model folder: {folder}")
-        return AutoTokenizer.from_pretrained(folder)
-    try:  # already in the local Hugging Face cache: no network needed
-        return AutoTokenizer.from_pretrained(name, local_files_only=True)
-    except OSError:
-        pass
-    hub.require(f"the tokenizer of {name!r}", f"On a machine with internet run `huggingface-cli download {name} "
-                f"--local-dir models/{name.rsplit('/', 1)[-1]}`, copy that folder here and list it in `models`.")
-    return AutoTokenizer.from_pretrained(name)
+    source, _, local = locate(name)
+    return AutoTokenizer.from_pretrained(source, local_files_only=local)

@@ -515,8 +515,7 @@ def main(argv=None) -> None:
         start = time.perf_counter()
         quality = translate.mt_quality(cfg, [n for n in (args.models or LAB) if LAB[n][1] in ("cp", "mt")])
         print(quality.round(1).to_string(index=False))
-        means = quality.groupby("model", sort=False)[["chrf", "baseline"]].mean().round(1)
-        print(means.to_string())
+        print(translate.against_baseline(quality).to_string())
         cp = quality[quality.model.map(lambda m: LAB[m][1] == "cp")]
         if len(cp):
             print(f"CP models: mean chrF {cp.groupby('model').chrf.mean().mean():.1f} "

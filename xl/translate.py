@@ -9,7 +9,6 @@ NLLB's `deu_Latn`, read from its tokenizer).
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,9 +16,9 @@ import sacrebleu
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from xl import corpus, hub, languages as langs, paths, presets, zoo
+from xl import corpus, languages as langs, paths, presets, zoo
 from xl.errors import XLError
-from xl.models import quiet_transformers
+from xl.models import locate, quiet_transformers
 from xl.objectives import directions
 from xl.results import Store
 
@@ -38,26 +37,12 @@ def load(name: str, cfg: dict, device=None):
 
     quiet_transformers()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if name in LAB:
-        folder = paths.model_dir(cfg["preset"], name)
-        if not is_trained(folder, digest_of(name, cfg)):
-            raise XLError(f"lab model {name!r} of preset {cfg['preset']!r} is not trained with these parameters: "
-                          f"train it first (xl.training.train_lab_models, or python -m xl.training --preset "
-                          f"{cfg['preset']})")
-        model, tok = _pretrained(str(folder), True)
-    elif zoo.is_local(name):
-        folder = Path(name).expanduser()
-        if not (folder / "config.json").is_file():
-            raise XLError(f"not a model folder: no config.json in {folder} (save models with save_pretrained)")
-        model, tok = _pretrained(str(folder), True)
-    else:
-        try:  # already in the local Hugging Face cache: no network needed
-            model, tok = _pretrained(name, True)
-        except OSError:
-            hub.require(f"model {name!r}", f"On a machine with internet run `huggingface-cli download {name} "
-                        f"--local-dir models/{name.rsplit('/', 1)[-1]}`, copy that folder here and list it in "
-                        f"`models` instead of {name!r}.")
-            model, tok = _pretrained(name, False)
+    if name in LAB and not is_trained(paths.model_dir(cfg["preset"], name), digest_of(name, cfg)):
+        raise XLError(f"lab model {name!r} of preset {cfg['preset']!r} is not trained with these parameters: "
+                      f"train it first (xl.training.train_lab_models, or python -m xl.training --preset "
+                      f"{cfg['preset']})")
+    source, _, local = locate(name, cfg["preset"])
+    model, tok = _pretrained(source, local)
     return model.to(device).eval(), tok
 
 
@@ -139,11 +124,13 @@ def translation_models(cfg: dict) -> list[str]:
     return [name for name in cfg["models"] if zoo.directions(name)]
 
 
-def pairs_of(name: str, cfg: dict, tok=None) -> list[tuple[str, str]]:
-    """The evaluation pairs (preset's `mt_eval_pairs`) that translation model `name` was trained on
-    (a folder xl.zoo does not know: all directions), and, given its tokenizer, has codes for."""
-    wanted = [tuple(p.split("-")) for p in cfg.get("mt_eval_pairs") or ["de-en", "en-de"]]
-    wanted = [p for p in wanted if p[0] in cfg["languages"] and p[1] in cfg["languages"]]
+def pairs_of(name: str, cfg: dict, tok=None, wanted=None) -> list[tuple[str, str]]:
+    """Those of the `wanted` pairs (default: the preset's `mt_eval_pairs`) in the preset's languages
+    that translation model `name` was trained on (a folder xl.zoo does not know: all directions),
+    and, given its tokenizer, has codes for."""
+    if wanted is None:
+        wanted = [tuple(p.split("-")) for p in cfg.get("mt_eval_pairs") or ["de-en", "en-de"]]
+    wanted = [tuple(p) for p in wanted if p[0] in cfg["languages"] and p[1] in cfg["languages"]]
     kind = zoo.directions(name) or ("m2m" if zoo.family(name) == "?" else None)
     if kind is None:
         raise XLError(f"{name} is not a translation model")
@@ -213,16 +200,11 @@ def examples(cfg: dict | str = "lab", pairs=(("de", "en"), ("en", "zh")), n: int
     """A few held-out sentences translated by each model trained on that direction (long format)."""
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
     models = list(models) if models is not None else translation_models(cfg)
-    pairs = [tuple(p) for p in pairs if p[0] in cfg["languages"] and p[1] in cfg["languages"]]
     test = test_verses(cfg).head(n)
     rows = []
     for name in models:
         model, tok = load(name, cfg)
-        kind = zoo.directions(name) or "m2m"
-        allowed = set(directions(kind, cfg["languages"])) if kind == "m2m" or "en" in cfg["languages"] else set()
-        for src, tgt in pairs:
-            if (src, tgt) not in allowed or not (readable(tok, src) and readable(tok, tgt)):
-                continue
+        for src, tgt in pairs_of(name, cfg, tok, wanted=pairs):
             hyp = translate(model, tok, test[src], src, tgt, max_length=cfg.get("model_max_length"), **DECODING)
             rows += [{"verse": vid, "direction": f"{src}->{tgt}", "source": s, "reference": r,
                       "model": zoo.label(name), "translation": h}

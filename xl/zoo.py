@@ -27,7 +27,7 @@ _LABEL_OF_FOLDER = {hub_id.rsplit("/", 1)[-1]: label for label, hub_id in PAPER_
 
 
 def is_local(name: str) -> bool:
-    """Whether `name` is a folder rather than a hub id or lab name (as xl.models decides)."""
+    """Whether `name` is a folder rather than a hub id or lab name (xl.models loads it as one)."""
     name = str(name)
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).expanduser().is_dir()
 
