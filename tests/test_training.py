@@ -125,6 +125,23 @@ def test_loss_decreases(cfg, mtok, tmp_path):
     assert log[-1][1] < log[0][1] - 0.5
 
 
+def test_masked_positions_only_has_the_loss_and_gradients_of_the_full_head(cfg):
+    tok = tokenizer.xlmr_tokenizer(cfg)
+    torch.manual_seed(0)
+    model = training.XLMRobertaForMaskedLM(training.xlmr_config(cfg, tok))
+    texts, text_langs = training.monolingual(cfg)
+    batch = objectives.MonolingualTask("mlm", tok, texts[:64], text_langs[:64], steps=1, batch_size=8,
+                                       max_length=32, seed=0).batch(0)
+    grads = []
+    for loss in (model(**batch).loss, training.MaskedPositionsOnly(model)(**batch).loss):
+        model.zero_grad()
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (full, full_grads), (masked, masked_grads) = grads
+    assert masked == pytest.approx(full, rel=1e-5) and full > 1
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full_grads, masked_grads, strict=True))
+
+
 @pytest.mark.fault
 def test_resume_from_checkpoint_continues_at_saved_step(cfg, mtok, tmp_path):
     batch = fixed_batch(cfg, mtok)
