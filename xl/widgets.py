@@ -13,7 +13,6 @@ Sizes grow with the product of the option counts: keep figures small (dpi ~80).
 from __future__ import annotations
 
 import io
-import itertools
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
