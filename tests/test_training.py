@@ -125,6 +125,21 @@ def test_loss_decreases(cfg, mtok, tmp_path):
     assert log[-1][1] < log[0][1] - 0.5
 
 
+def test_mlm_mask_predicts_the_given_fraction_split_80_10_10():
+    ids = torch.randint(10, 1000, (200, 100))
+    special = torch.zeros_like(ids, dtype=torch.bool)
+    special[:, 0] = True
+    inputs, labels = objectives.mlm_mask(ids, special, mask_id=5, vocab=(10, 1000),
+                                         generator=torch.Generator().manual_seed(0), prob=0.4)
+    chosen = labels != objectives.IGNORE
+    assert chosen.float().mean().item() == pytest.approx(0.4 * 99 / 100, abs=0.01)
+    assert not chosen[:, 0].any() and torch.equal(labels[chosen], ids[chosen])
+    assert torch.equal(inputs[~chosen], ids[~chosen])
+    shown_as_mask = (inputs[chosen] == 5).float().mean().item()
+    unchanged = (inputs[chosen] == ids[chosen]).float().mean().item()
+    assert shown_as_mask == pytest.approx(0.8, abs=0.02) and unchanged == pytest.approx(0.1, abs=0.02)
+
+
 def test_masked_positions_only_has_the_loss_and_gradients_of_the_full_head(cfg):
     tok = tokenizer.xlmr_tokenizer(cfg)
     torch.manual_seed(0)

@@ -39,7 +39,7 @@ from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, MBartConfig, MBa
 
 from xl import corpus, hub, io, paths, presets, tokenizer as lab_tokenizer
 from xl.errors import XLError
-from xl.objectives import IGNORE, KINDS, MonolingualTask, TranslationTask, directions
+from xl.objectives import IGNORE, KINDS, MLM_MASK, MonolingualTask, TranslationTask, directions
 from xl.results import Store
 
 VERSION = "lab-train-v2"
@@ -296,6 +296,8 @@ def digest_of(name: str, cfg: dict) -> str:
     _, objective, kind, base = LAB[name]
     parts = [VERSION, name, objective, kind, cfg["languages"], cfg["books"], corpus.data_version(),
              lab_tokenizer.spm_path(cfg).parent.name, _settings(cfg, ARCH_KEYS + TRAIN_KEYS), steps_of(name, cfg)]
+    if objective == "mlm":
+        parts.append(MLM_MASK)
     if base:
         parts.append(digest_of(base, cfg))
     return io.digest(*parts)
