@@ -301,3 +301,22 @@ def test_presets_define_valid_transfer_settings(preset):
     assert set(c["transfer_tasks"]) <= set(known)
     if preset == "lab":
         assert len(c["transfer_seeds"]) >= 3
+
+
+def test_above_chance_is_a_one_sided_binomial_test_over_the_test_examples():
+    from math import comb
+
+    pairs = pd.DataFrame({"text": ["a"] * 150, "text_b": ["b"] * 150, "label": [0, 1] * 75})
+    task = Task("t", "pair", "accuracy", ["no", "yes"], pairs, pairs, {"en": pairs, "de": pairs})
+    results = pd.DataFrame([("m", "t", "en", seed, "accuracy", score) for seed, score in enumerate([0.56, 0.58, 0.60])]
+                           + [("weak", "t", "en", 0, "accuracy", 0.52), ("m", "t", "de", 0, "accuracy", 0.9)],
+                           columns=transfer.COLUMNS)
+    table = transfer.above_chance(results, {"t": task}).set_index("model")
+    assert list(table.index) == ["m", "weak"] and (table.chance == 0.5).all() and (table.n == 150).all()
+    tail = sum(comb(150, k) for k in range(87, 151)) / 2 ** 150  # 0.58 of 150: 87 right
+    assert table.loc["m", "p"] == pytest.approx(tail, rel=1e-6)
+    assert table.loc["m", "ci_low"] < 0.58 < table.loc["m", "ci_high"]
+    assert not table.loc["m", "clearly"] and not table.loc["weak", "clearly"]  # p = 0.03 and 0.34
+    assert transfer.above_chance(results, {"t": task}, alpha=0.1).set_index("model").loc["m", "clearly"]
+    assert transfer.above_chance_sentence(table.reset_index()).startswith("Not clearly above chance")
+    assert "weak on t (0.520 vs 0.500, p = 0.34)" in transfer.above_chance_sentence(table.reset_index())

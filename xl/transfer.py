@@ -795,6 +795,40 @@ def seed_spread(df: pd.DataFrame, source_lang: str = "en", scale: float = 100.0)
     return wide.reindex(index=list(dict.fromkeys(m.model)), columns=list(dict.fromkeys(m.task))).fillna(0.0)
 
 
+PROPORTIONS = ("accuracy", "acc@1")  # metrics that are a share of the test examples
+
+
+def above_chance(df: pd.DataFrame, tasks: dict, lang: str = "en", alpha: float = 0.01) -> pd.DataFrame:
+    """Per model and task, the score in `lang` (mean over seeds) beside its chance level, with
+    the 95% Wilson interval of a proportion over the n test examples and a one-sided binomial
+    test against chance: `clearly` above chance when p < alpha (NaN for metrics that are not
+    a proportion, such as nDCG or F1)."""
+    from scipy.stats import binomtest
+
+    s = summary(df)
+    s = s[(s.lang == lang) & s.task.isin(list(tasks))]
+    rows = []
+    for r in s.itertuples():
+        task = tasks[r.task]
+        chance, n = task.chance()[lang], len(task.test[lang])
+        low = high = p = float("nan")
+        if r.metric in PROPORTIONS:
+            hits = int(round(r.mean * n))
+            low, high = binomtest(hits, n, chance).proportion_ci(0.95, method="wilson")
+            p = binomtest(hits, n, chance, alternative="greater").pvalue
+        rows.append((r.model, r.task, r.mean, chance, n, low, high, p, p < alpha if p == p else None))
+    return pd.DataFrame(rows, columns=["model", "task", "score", "chance", "n", "ci_low", "ci_high", "p", "clearly"])
+
+
+def above_chance_sentence(table: pd.DataFrame, alpha: float = 0.01) -> str:
+    """One sentence from an above_chance() table: which results are not clearly above chance."""
+    weak = table[table.clearly == False]  # noqa: E712 - None (not a proportion) is not weak
+    if weak.empty:
+        return f"Every model is clearly above chance (p < {alpha:g}) on every task whose metric is a proportion."
+    return f"Not clearly above chance (one-sided binomial test, p >= {alpha:g}): " + "; ".join(
+        f"{r.model} on {r.task} ({r.score:.3f} vs {r.chance:.3f}, p = {r.p:.2g})" for r in weak.itertuples()) + "."
+
+
 def paper_table1() -> pd.DataFrame:
     """The paper's Table 1 (XGLUE, averages over languages), models x tasks."""
     return pd.read_csv(paths.data_file("paper_table1_transfer.csv")).set_index("model")
