@@ -86,7 +86,8 @@ PRESETS: dict[str, dict] = {
         train_batch=32,
         train_lr=1e-3,
         train_warmup=0.06,
-        # a masked-LM step costs ~40% of the others' (xl.training.MaskedPositionsOnly); 500 left it at unigram loss
+        # a masked-LM step costs about a third of a translation step (xl.training.MaskedPositionsOnly);
+        # 500 steps left it near unigram loss
         train_steps={"mlm": 1200, "dae": 800, "cp": 600, "mt": 600},
         train_checkpoint_every=200,
         train_log_every=10,

@@ -807,16 +807,18 @@ def above_chance(df: pd.DataFrame, tasks: dict, lang: str = "en", alpha: float =
 
     s = summary(df)
     s = s[(s.lang == lang) & s.task.isin(list(tasks))]
+    chance = {name: tasklib.chance_level(task, task.test[lang]) for name, task in tasks.items() if lang in task.test}
     rows = []
     for r in s.itertuples():
-        task = tasks[r.task]
-        chance, n = task.chance()[lang], len(task.test[lang])
+        n = len(tasks[r.task].test[lang])
         low = high = p = float("nan")
+        clearly = None
         if r.metric in PROPORTIONS:
             hits = int(round(r.mean * n))
-            low, high = binomtest(hits, n, chance).proportion_ci(0.95, method="wilson")
-            p = binomtest(hits, n, chance, alternative="greater").pvalue
-        rows.append((r.model, r.task, r.mean, chance, n, low, high, p, p < alpha if p == p else None))
+            low, high = binomtest(hits, n, chance[r.task]).proportion_ci(0.95, method="wilson")
+            p = binomtest(hits, n, chance[r.task], alternative="greater").pvalue
+            clearly = bool(p < alpha)
+        rows.append((r.model, r.task, r.mean, chance[r.task], n, low, high, p, clearly))
     return pd.DataFrame(rows, columns=["model", "task", "score", "chance", "n", "ci_low", "ci_high", "p", "clearly"])
 
 
