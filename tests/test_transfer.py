@@ -254,9 +254,8 @@ def test_run_same_rows_with_workers_and_from_cache(cfg, tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(again, parallel)
 
 
-@pytest.mark.parametrize("head", ["siamese", "cosine"])
-def test_two_tower_pair_heads_learn_word_overlap(cfg, head):
-    """Pairs that share their words vs pairs that do not: the two-tower heads learn it fast (a tiny
+def test_match_head_learns_word_overlap(cfg):
+    """Pairs that share their words vs pairs that do not: the match head learns it fast (a tiny
     joined-sequence model needs far more data to learn matching across the separator)."""
     rng = np.random.default_rng(0)
     words = WORDS_A + WORDS_B
@@ -271,9 +270,35 @@ def test_two_tower_pair_heads_learn_word_overlap(cfg, head):
         return pd.DataFrame(rows, columns=["text", "text_b", "label"])
 
     task = Task("overlap", "pair", "accuracy", ["different", "same"], frame(320), frame(48), {"en": frame(64)})
-    params = transfer.Params(epochs=5, lr=3e-3, batch_size=16, max_length=32, pair_head=head, head_norm=True)
-    result = transfer.finetune(_xlmr(cfg, 7, f"pairs-{head}"), task, 0, params, cache=False, progress=False)
+    params = transfer.Params(epochs=5, lr=3e-3, batch_size=16, max_length=32, pair_head="match")
+    result = transfer.finetune(_xlmr(cfg, 7, "pairs-match"), task, 0, params, cache=False, progress=False)
     assert result["scores"]["en"] > 0.8
+
+
+def _reference_match(states, mask):
+    """MatchHead's similarity at initialisation (uniform layer mix and token weights), in numpy."""
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    h = unit(np.mean([unit(s) for s in states], axis=0))
+    n = len(h) // 2
+    out = []
+    for i in range(n):
+        a, b = h[i][mask[i] > 0], h[n + i][mask[n + i] > 0]
+        sim = a @ b.T
+        out.append((sim.max(1).mean() + sim.max(0).mean()) / 2)
+    return np.array(out)
+
+
+def test_match_head_similarity_matches_a_numpy_reference():
+    rng = np.random.default_rng(0)
+    states = [rng.normal(size=(6, 5, 8)).astype(np.float32) for _ in range(3)]
+    mask = np.ones((6, 5), np.float32)
+    mask[0, 3:] = mask[4, 1:] = 0  # padding on both sides of a pair
+    head = transfer.MatchHead(8, 3, 2, dropout=0.0).eval()
+    got = head.similarity([torch.from_numpy(s) for s in states], torch.from_numpy(mask)).detach().numpy()
+    np.testing.assert_allclose(got, _reference_match(states, mask), rtol=1e-5)
+    same = [np.concatenate([s[:3], s[:3]]) for s in states]  # each pair: a text and itself
+    got = head.similarity([torch.from_numpy(s) for s in same], torch.from_numpy(np.concatenate([mask[:3]] * 2)))
+    np.testing.assert_allclose(got.detach().numpy(), 1.0, rtol=1e-5)
 
 
 def test_joined_pair_head_learns(cfg):

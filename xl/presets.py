@@ -62,7 +62,7 @@ PRESETS: dict[str, dict] = {
         transfer_lr=1e-3,
         transfer_batch_size=16,
         transfer_max_length=64,
-        transfer_pair_head="siamese",  # cross (one joined sequence, XGLUE's), cosine or siamese: xl.transfer
+        transfer_pair_head="match",  # cross (one joined sequence, XGLUE's) or match (late interaction): xl.transfer
         transfer_head_norm=True,  # standardise pooled vectors before the head (weakly trained lab models)
         xglue_dir=None,  # a local copy of XGLUE's release (xglue_full_dataset), else the hub
     ),
@@ -103,7 +103,7 @@ PRESETS: dict[str, dict] = {
         transfer_lr=1e-3,
         transfer_batch_size=8,
         transfer_max_length=64,
-        transfer_pair_head="siamese",
+        transfer_pair_head="match",
         transfer_head_norm=True,
         xglue_dir=None,
     ),
