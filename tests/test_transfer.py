@@ -129,7 +129,8 @@ def test_token_tagging_learns(cfg):
     assert result["scores"]["en"] > 0.9
 
 
-def test_ranking_runs(cfg):
+@pytest.mark.parametrize("head", ["cross", "match"])
+def test_ranking_runs(cfg, head):
     rng = np.random.default_rng(0)
 
     def frame(m):
@@ -139,8 +140,8 @@ def test_ranking_runs(cfg):
                              "label": label, "group": [i // 4 for i in range(m)]})
 
     task = Task("rank", "ranking", "ndcg", ["bad", "fair", "good"], frame(64), frame(16), {"en": frame(16)})
-    result = transfer.finetune(_xlmr(cfg, 3, "rank"), task, 0, transfer.Params(epochs=1, lr=1e-3, max_length=32),
-                               cache=False, progress=False)
+    params = transfer.Params(epochs=1, lr=1e-3, max_length=32, pair_head=head)
+    result = transfer.finetune(_xlmr(cfg, 3, "rank"), task, 0, params, cache=False, progress=False)
     assert 0 < result["scores"]["en"] <= 1
 
 
@@ -299,6 +300,8 @@ def test_match_head_similarity_matches_a_numpy_reference():
     same = [np.concatenate([s[:3], s[:3]]) for s in states]  # each pair: a text and itself
     got = head.similarity([torch.from_numpy(s) for s in same], torch.from_numpy(np.concatenate([mask[:3]] * 2)))
     np.testing.assert_allclose(got.detach().numpy(), 1.0, rtol=1e-5)
+    ranking = transfer.MatchHead(8, 3, 5, dropout=0.0).eval()  # relevance labels 0-4: one logit each
+    assert ranking([torch.from_numpy(s) for s in states], torch.from_numpy(mask)).shape == (3, 5)
 
 
 def test_joined_pair_head_learns(cfg):

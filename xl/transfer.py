@@ -248,7 +248,8 @@ class MatchHead(nn.Module):
         layers = torch.stack([nn.functional.normalize(s.float(), dim=-1) for s in states])
         h = (self.layer_mix.softmax(0)[:, None, None, None] * layers).sum(0)
         weight = nn.functional.softplus(self.token_weight(self.dropout(h)).squeeze(-1)) * mask
-        (ha, hb), (ma, mb), (wa, wb) = nn.functional.normalize(h, dim=-1).chunk(2), mask.bool().chunk(2), weight.chunk(2)
+        ha, hb = nn.functional.normalize(h, dim=-1).chunk(2)
+        (ma, mb), (wa, wb) = mask.bool().chunk(2), weight.chunk(2)
         sim = (ha @ hb.transpose(1, 2)).masked_fill(~(ma[:, :, None] & mb[:, None, :]), -2.0)  # below any cosine
 
         def weighted_mean(best, w):
@@ -257,8 +258,9 @@ class MatchHead(nn.Module):
         return (weighted_mean(sim.max(2).values, wa) + weighted_mean(sim.max(1).values, wb)) / 2
 
     def forward(self, states, mask) -> torch.Tensor:
+        """Logits (pairs, labels): 0 for the first label, a linear function of the similarity for the others."""
         score = self.head(self.center(self.similarity(states, mask)[:, None]))
-        return torch.cat([torch.zeros_like(score), score], -1)
+        return torch.cat([score.new_zeros(len(score), 1), score], -1)
 
 
 class TaskModel(nn.Module):
