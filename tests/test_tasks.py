@@ -127,3 +127,29 @@ def test_unknown_task_and_language(cfg):
         tasks.genre_task(cfg, languages=["en", "xx"])
     with pytest.raises(XLError, match="kind"):
         tasks.Task("t", "regression", "accuracy", [], None, None, {"en": pd.DataFrame()})
+
+
+def _pairs(rows):
+    return pd.DataFrame(rows, columns=["text", "text_b", "label"])
+
+
+def test_overlap_baseline_learns_its_threshold_on_english_and_reads_characters_in_chinese():
+    train = _pairs([("the lord is my shepherd", "my shepherd is the lord", 1),
+                    ("in the beginning god", "god created in the beginning", 1),
+                    ("the lord is my shepherd", "and cain went out", 0),
+                    ("in the beginning god", "jesus wept greatly", 0)])
+    test = {"en": _pairs([("love your neighbour", "your neighbour love", 1), ("love your neighbour", "he slept", 0)]),
+            "zh": _pairs([("爱你的邻舍", "邻舍爱你", 1), ("爱你的邻舍", "他睡了", 0)])}
+    task = tasks.Task("pairs", "pair", "accuracy", ["no", "yes"], train, train, test)
+    assert tasks.overlap_units("爱你的邻舍", "zh") == set("爱你的邻舍")  # no spaces: characters
+    assert tasks.overlap_units("Love your neighbour, love!", "en") == {"love", "your", "neighbour"}
+    np.testing.assert_allclose(tasks.overlap(test["en"], "en"), [1.0, 0.0])
+    assert tasks.overlap_baseline(task) == {"en": 1.0, "zh": 1.0}
+    flipped = tasks.Task("pairs", "pair", "accuracy", ["no", "yes"], train, train,
+                         {"en": test["en"].assign(label=1 - test["en"].label)})
+    assert tasks.overlap_baseline(flipped) == {"en": 0.0}
+
+
+def test_overlap_baseline_needs_a_two_label_pair_task(lab):
+    with pytest.raises(XLError, match="two-label pair task"):
+        tasks.overlap_baseline(lab["genre"])

@@ -185,6 +185,19 @@ def test_retrieval_identical_texts_is_perfect(xlmr):
     assert task.chance()["en"] == pytest.approx(0.05)
 
 
+
+def test_beside_overlap_puts_the_word_overlap_baseline_beside_the_models():
+    pairs = pd.DataFrame({"text": ["a b c", "a b c"], "text_b": ["c b a", "x y z"], "label": [1, 0]})
+    task = Task("xref", "pair", "accuracy", ["no", "yes"], pairs, pairs, {"en": pairs, "de": pairs})
+    genre = Task("genre", "classification", "accuracy", ["x", "y"], pairs, pairs, {"en": pairs})
+    df = pd.DataFrame([(m, "xref", lang, 0, "accuracy", v) for m, v in (("m1", 0.5), ("m2", 0.9))
+                       for lang in ("en", "de")], columns=["model", "task", "lang", "seed", "metric", "score"])
+    table = transfer.beside_overlap(df, {"xref": task, "genre": genre})
+    assert list(table.columns) == ["en", "de"] and len(table) == 3  # genre is not a pair task
+    assert table.loc[("xref", "word overlap (no model)"), "de"] == 100.0
+    assert table.loc[("xref", "best model"), "en"] == pytest.approx(90.0)
+    assert table.loc[("xref", "mean of models"), "en"] == pytest.approx(70.0)
+
 @pytest.mark.fault
 def test_unknown_language_and_bad_parameters(xlmr, lab):
     with pytest.raises(XLError, match="no test set"):

@@ -802,6 +802,23 @@ def seed_spread(df: pd.DataFrame, source_lang: str = "en", scale: float = 100.0)
     return wide.reindex(index=list(dict.fromkeys(m.model)), columns=list(dict.fromkeys(m.task))).fillna(0.0)
 
 
+def beside_overlap(df: pd.DataFrame, tasks: dict) -> pd.DataFrame:
+    """Two-label pair tasks, per test language (x100): the model-free word-overlap baseline
+    (`tasks.overlap_baseline`) beside the best and the mean model score (means over seeds)."""
+    s = summary(df)
+    rows = {}
+    for name, task in tasks.items():
+        if task.kind != "pair" or len(task.labels) != 2 or name not in set(s.task):
+            continue
+        scores = s[s.task == name].groupby("lang")["mean"]
+        rows[(name, "word overlap (no model)")] = pd.Series(tasklib.overlap_baseline(task))
+        rows[(name, "best model")] = scores.max()
+        rows[(name, "mean of models")] = scores.mean()
+    languages = list(dict.fromkeys(lang for task in tasks.values() for lang in task.languages))
+    table = pd.DataFrame(rows).T
+    return table.reindex(columns=[lang for lang in languages if lang in table.columns]) * 100
+
+
 PROPORTIONS = ("accuracy", "acc@1")  # metrics that are a share of the test examples
 
 
