@@ -22,9 +22,10 @@ language-code tokens); only the lab's pair head reads every layer:
   states of the two texts, each encoded on its own: every token's best cosine
   match in the other text, averaged with learned token weights, on a learned
   mix of all layers. The lab models' cross-reference pairs are mostly told
-  apart by the words they share (a word-overlap baseline scores 0.69-0.74 in
-  English), which a linear head on pooled vectors reads badly from tiny
-  encoders: on 360 English test pairs (400 training pairs, seed 0) the match
+  apart by the words they share (the word-overlap baseline,
+  `tasks.overlap_baseline`, scores 0.68 in English), which a linear head on
+  pooled vectors reads badly from tiny encoders: on 360 English test pairs
+  (400 training pairs, seed 0) the match
   head scored 0.56-0.66 on the six lab models where a linear head on
   [u, v, |u - v|, u * v] of the pooled vectors scored 0.52-0.58 (the joined
   sequence: 0.50-0.54 on 150 pairs);
