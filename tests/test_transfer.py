@@ -185,7 +185,6 @@ def test_retrieval_identical_texts_is_perfect(xlmr):
     assert task.chance()["en"] == pytest.approx(0.05)
 
 
-
 def test_beside_overlap_puts_the_word_overlap_baseline_beside_the_models():
     pairs = pd.DataFrame({"text": ["a b c", "a b c"], "text_b": ["c b a", "x y z"], "label": [1, 0]})
     task = Task("xref", "pair", "accuracy", ["no", "yes"], pairs, pairs, {"en": pairs, "de": pairs})
@@ -197,6 +196,7 @@ def test_beside_overlap_puts_the_word_overlap_baseline_beside_the_models():
     assert table.loc[("xref", "word overlap (no model)"), "de"] == 100.0
     assert table.loc[("xref", "best model"), "en"] == pytest.approx(90.0)
     assert table.loc[("xref", "mean of models"), "en"] == pytest.approx(70.0)
+
 
 @pytest.mark.fault
 def test_unknown_language_and_bad_parameters(xlmr, lab):
