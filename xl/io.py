@@ -1,4 +1,5 @@
-"""Atomic writes: a file is either its old self or its complete new self, never half-written."""
+"""Atomic writes: a file is either its old self or its complete new self, never half-written;
+and cache reads that treat an unreadable file as a miss."""
 from __future__ import annotations
 
 import contextlib
@@ -6,6 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -37,6 +39,17 @@ def write_json(obj, path) -> Path:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
     return Path(path)
+
+
+def read_json(path, what: str = "cache"):
+    """The JSON object in `path`, or None if there is none or it is unreadable (with a warning)."""
+    path = Path(path)
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except ValueError as err:  # truncated or garbled (JSONDecodeError, UnicodeDecodeError)
+            warnings.warn(f"ignoring the unreadable {what} {path} ({err}); computing it again", stacklevel=3)
+    return None
 
 
 def write_text(text: str, path) -> Path:

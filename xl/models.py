@@ -128,6 +128,13 @@ def load_encoder(name: str, preset: str | None = None, device=None) -> "Encoder"
     return Encoder(name, model, tokenizer, device, fingerprint)
 
 
+def weights_checksum(model, skip=()) -> list[str]:
+    """Sums of the floating-point weights, one per tensor (names starting with `skip` left out):
+    a cheap identity of the weights a model has now, for cache keys."""
+    return [f"{p.detach().double().sum().item():.6e}" for name, p in model.state_dict().items()
+            if torch.is_tensor(p) and p.is_floating_point() and not name.startswith(tuple(skip))]
+
+
 def _read_cached(path: Path, shape: tuple) -> np.ndarray | None:
     """A cached array of `shape`, or None with a warning when the file is truncated or not that array."""
     try:

@@ -126,11 +126,10 @@ def model_fingerprint(encoder) -> str:
     BERT/XLM-R poolers are left out: no head here reads them, and a checkpoint saved
     without one gets a fresh random pooler at every load.
     """
-    sums = [p.detach().double().sum().item() for name, p in encoder.model.state_dict().items()
-            if torch.is_tensor(p) and p.is_floating_point() and not name.startswith("pooler.")]
+    from xl.models import weights_checksum
     declared = getattr(encoder, "fingerprint", None) or {"name": getattr(encoder, "name", type(encoder.model).__name__)}
     return io.digest("model", declared, type(encoder.model).__name__, type(encoder.tokenizer).__name__,
-                     len(encoder.tokenizer), [f"{s:.6e}" for s in sums])
+                     len(encoder.tokenizer), weights_checksum(encoder.model, skip=["pooler."]))
 
 
 def _cache_file(key: str):
@@ -138,13 +137,7 @@ def _cache_file(key: str):
 
 
 def _read_cache(key: str):
-    path = _cache_file(key)
-    if path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except ValueError as err:  # truncated or garbled (JSONDecodeError, UnicodeDecodeError)
-            warnings.warn(f"ignoring the unreadable transfer cache {path} ({err}); computing it again", stacklevel=3)
-    return None
+    return io.read_json(_cache_file(key), "transfer cache")
 
 
 # ---------------------------------------------------------------- batches
