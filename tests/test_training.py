@@ -237,6 +237,14 @@ def test_mt_quality_table(trained, cfg, monkeypatch, tmp_path):
     assert (tmp_path / "smoke" / "mt_quality.csv").is_file()
     assert list(pd.read_csv(tmp_path / "smoke" / "mt_quality.csv").columns)[:4] == ["model", "src", "tgt", "chrf"]
 
+    def boom(*args, **kwargs):
+        raise AssertionError("translated again")
+
+    monkeypatch.setattr(translate, "translate", boom)  # a re-run reads every translation from the cache
+    pd.testing.assert_frame_equal(translate.mt_quality(cfg, ["lab-m2o", "lab-o2m"], write=False), q)
+    with pytest.raises(AssertionError, match="translated again"):  # other decoding: not in the cache
+        translate.mt_quality(cfg, ["lab-m2o"], write=False, no_repeat_ngram_size=0)
+
 
 # ---------------------------------------------------------------- paper-scale CP path
 

@@ -5,7 +5,9 @@ scale, the mBART-50 MMT models and NLLB (a hub id or a saved folder, see xl.zoo)
 model that xl.zoo gives translation directions. Greedy decoding, batched by length, the
 source language set on the tokenizer and the target language forced as the first generated
 token (`forced_bos_token_id`), in the model's own language codes (mBART-50's `de_DE` or
-NLLB's `deu_Latn`, read from its tokenizer).
+NLLB's `deu_Latn`, read from its tokenizer). `mt_quality` keeps every model's translations on
+disk (`cache_dir("mt")`), keyed by its weights, direction, sources and decoding, so a re-run
+translates only what changed.
 """
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ import sacrebleu
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from xl import corpus, languages as langs, paths, presets, zoo
+from xl import corpus, io, languages as langs, paths, presets, zoo
 from xl.errors import XLError
-from xl.models import locate, quiet_transformers
+from xl.models import locate, quiet_transformers, weights_checksum
 from xl.objectives import directions
 from xl.results import Store
 
@@ -100,6 +102,23 @@ def translate(model, tok, texts, src: str, tgt: str, batch_size: int = 32, max_l
     return out
 
 
+CACHE_VERSION = "mt-v1"
+
+
+def cached_translate(model, tok, texts, src: str, tgt: str, **options) -> list[str]:
+    """`translate`, its outputs read from or written to the translation cache (see module doc)."""
+    texts = list(texts)
+    key = io.digest(CACHE_VERSION, type(model).__name__, weights_checksum(model), type(tok).__name__, len(tok),
+                    src, tgt, texts, options)
+    path = paths.cache_dir("mt") / f"{key}.json"
+    hit = io.read_json(path, "translation cache")
+    if hit is not None:
+        return hit["hypotheses"]
+    hypotheses = translate(model, tok, texts, src, tgt, **options)
+    io.write_json({"hypotheses": hypotheses}, path)
+    return hypotheses
+
+
 # Greedy search; outputs stop at 1.5 x the source length + 10 pieces, and may not repeat a 3-gram of
 # pieces: small models trained for minutes otherwise loop ("and the LORD, and the LORD, ...").
 DECODING = {"length_ratio": 1.5, "no_repeat_ngram_size": 3}
@@ -159,7 +178,7 @@ def mt_quality(cfg: dict | str = "lab", models=None, write: bool = True, **decod
     for name in models:
         model, tok = load(name, cfg)
         for src, tgt in pairs_of(name, cfg, tok):
-            hyp = translate(model, tok, test[src], src, tgt, max_length=cfg.get("model_max_length"), **decoding)
+            hyp = cached_translate(model, tok, test[src], src, tgt, max_length=cfg.get("model_max_length"), **decoding)
             rows.append({"model": zoo.label(name), "src": src, "tgt": tgt, "chrf": chrf(hyp, test[tgt]),
                          "baseline": baseline[tgt], "verses": len(test)})
         del model
