@@ -78,6 +78,15 @@ def test_preset_overrides_reach_the_notebook(toy):
     assert "en,de" in (toy / "results" / "smoke" / "toy.csv").read_text()
 
 
+def test_book_overrides_preset_keys_in_every_chapter(toy, monkeypatch):
+    monkeypatch.setattr(runner, "toc_notebooks", lambda: ["toy"])
+    results = runner.run_all("smoke", log=lambda *a, **k: None, params={"languages": ["en", "de"]})
+    assert [r.status for r in results] == ["ran"]
+    assert "en,de" in (toy / "results" / "smoke" / "toy.csv").read_text()
+    with pytest.raises(XLError, match="rows is not one"):  # a chapter's own parameter: not for the whole book
+        runner.run_all("smoke", log=lambda *a, **k: None, params={"rows": 2})
+
+
 @pytest.mark.fault
 def test_failure_names_the_cell_and_leaves_nothing_behind(toy):
     results = toy / "results" / "smoke"

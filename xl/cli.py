@@ -21,7 +21,7 @@ def cmd_run(args) -> None:
 
 def cmd_book(args) -> None:
     start = time.perf_counter()
-    results = runner.run_all(args.preset, force=args.force, log=_print)
+    results = runner.run_all(args.preset, force=args.force, log=_print, params=runner.parse_params(args.param))
     html = None if args.no_html else runner.build_html(args.preset)
     _print("\nsummary")
     for r in results:
@@ -59,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("book", help="execute all chapters in _toc.yml order and build the HTML book")
     b.add_argument("--preset", **preset)
+    b.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a preset key for every chapter, value in YAML (repeatable), e.g. languages=[en,de,zh]")
     b.add_argument("--force", action="store_true", help="re-execute every chapter")
     b.add_argument("--no-html", action="store_true", help="execute the chapters only")
     b.set_defaults(func=cmd_book)

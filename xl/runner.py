@@ -205,9 +205,15 @@ def _first_line(text: str) -> str:
     return (lines[0][:80] + (" ..." if len(lines) > 1 else "")) if lines else "empty cell"
 
 
-def run_all(preset: str = "lab", force: bool = False, log=print) -> list[RunResult]:
-    """Execute every chapter of _toc.yml in order; stop at the first failure."""
-    presets.config(preset)
+def run_all(preset: str = "lab", force: bool = False, log=print, params: dict | None = None) -> list[RunResult]:
+    """Execute every chapter of _toc.yml in order, with preset keys overridden by `params` in all
+    of them; stop at the first failure."""
+    cfg = presets.config(preset)
+    params = params or {}
+    own = sorted(set(params) - set(cfg) | set(params) & {"preset", "description"})
+    if own:
+        raise XLError(f"xl book -p takes preset keys, shared by every chapter; {', '.join(own)} is not one "
+                      f"(a chapter's own parameters: xl run CHAPTER -p KEY=VALUE)")
     paths.check_writable(paths.results_dir(preset))  # before the first chapter, not after it ran
     names = toc_notebooks()
     results = []
@@ -215,7 +221,7 @@ def run_all(preset: str = "lab", force: bool = False, log=print) -> list[RunResu
         log(f"[{i}/{len(names)}] {name} ({preset}) ...", end=" ", flush=True)
         start = time.perf_counter()
         try:
-            result = run(name, preset, force=force)
+            result = run(name, preset, params, force=force)
         except XLError:
             log(f"FAILED after {time.perf_counter() - start:.1f}s")
             raise
