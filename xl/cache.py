@@ -1,4 +1,4 @@
-"""The on-disk caches (tokenizers, models, representations, fine-tuning results): sizes and clearing.
+"""The on-disk caches (tokenizers, models, representations, translations, fine-tuning results): sizes and clearing.
 
 They live in <root>/data/cache unless XL_CACHE says otherwise; everything in them can be
 recomputed, so clearing only costs time.

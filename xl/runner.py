@@ -210,7 +210,7 @@ def run_all(preset: str = "lab", force: bool = False, log=print, params: dict | 
     of them; stop at the first failure."""
     cfg = presets.config(preset)
     params = params or {}
-    own = sorted(set(params) - set(cfg) | set(params) & {"preset", "description"})
+    own = sorted((set(params) - set(cfg)) | (set(params) & {"preset", "description"}))
     if own:
         raise XLError(f"xl book -p takes preset keys, shared by every chapter; {', '.join(own)} is not one "
                       f"(a chapter's own parameters: xl run CHAPTER -p KEY=VALUE)")
