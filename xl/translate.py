@@ -11,7 +11,6 @@ translates only what changed.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import sacrebleu
@@ -105,11 +104,16 @@ def translate(model, tok, texts, src: str, tgt: str, batch_size: int = 32, max_l
 CACHE_VERSION = "mt-v1"
 
 
-def cached_translate(model, tok, texts, src: str, tgt: str, **options) -> list[str]:
-    """`translate`, its outputs read from or written to the translation cache (see module doc)."""
+def model_identity(model, tok) -> str:
+    """What a translation depends on besides its inputs: the model's class and weights, its tokenizer."""
+    return io.digest(type(model).__name__, weights_checksum(model), type(tok).__name__, len(tok))
+
+
+def cached_translate(model, tok, texts, src: str, tgt: str, identity: str | None = None, **options) -> list[str]:
+    """`translate`, its outputs read from or written to the translation cache (see module doc);
+    `identity`: the model's `model_identity`, when the caller has it already."""
     texts = list(texts)
-    key = io.digest(CACHE_VERSION, type(model).__name__, weights_checksum(model), type(tok).__name__, len(tok),
-                    src, tgt, texts, options)
+    key = io.digest(CACHE_VERSION, identity or model_identity(model, tok), src, tgt, texts, options)
     path = paths.cache_dir("mt") / f"{key}.json"
     hit = io.read_json(path, "translation cache")
     if hit is not None:
@@ -177,8 +181,10 @@ def mt_quality(cfg: dict | str = "lab", models=None, write: bool = True, **decod
     rows = []
     for name in models:
         model, tok = load(name, cfg)
+        identity = model_identity(model, tok)  # once per model, not per direction
         for src, tgt in pairs_of(name, cfg, tok):
-            hyp = cached_translate(model, tok, test[src], src, tgt, max_length=cfg.get("model_max_length"), **decoding)
+            hyp = cached_translate(model, tok, test[src], src, tgt, identity, max_length=cfg.get("model_max_length"),
+                                   **decoding)
             rows.append({"model": zoo.label(name), "src": src, "tgt": tgt, "chrf": chrf(hyp, test[tgt]),
                          "baseline": baseline[tgt], "verses": len(test)})
         del model
