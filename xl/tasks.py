@@ -243,11 +243,16 @@ def overlap(df: pd.DataFrame, lang: str) -> np.ndarray:
     return np.array([len(a & b) / max(1, len(a | b)) for a, b in sets])
 
 
+def is_binary_pair(task: Task) -> bool:
+    """A pair task with two labels (what `overlap_baseline` reads)."""
+    return task.kind == "pair" and len(task.labels) == 2
+
+
 def overlap_baseline(task: Task, languages=None) -> dict[str, float]:
     """A model-free reference for a two-label pair task, per test language: predict the second
     label when the pair's overlap reaches the threshold that scores best on the English
     training pairs (the threshold, like a fine-tuned head, crosses languages zero-shot)."""
-    if task.kind != "pair" or len(task.labels) != 2:
+    if not is_binary_pair(task):
         raise XLError(f"the overlap baseline needs a two-label pair task; {task.name!r} is a {task.kind} task "
                       f"with {len(task.labels)} labels")
     train = overlap(task.train, task.source_lang)

@@ -802,7 +802,7 @@ def beside_overlap(df: pd.DataFrame, tasks: dict) -> pd.DataFrame:
     s = summary(df)
     rows = {}
     for name, task in tasks.items():
-        if task.kind != "pair" or len(task.labels) != 2 or name not in set(s.task):
+        if not tasklib.is_binary_pair(task) or name not in set(s.task):
             continue
         scores = s[s.task == name].groupby("lang")["mean"]
         rows[(name, "word overlap (no model)")] = pd.Series(tasklib.overlap_baseline(task))
