@@ -1,4 +1,4 @@
-"""All-pairs linear CKA between languages, every layer: xl.similarity.language_matrix
+"""All-pairs linear CKA between languages, every layer: xl.analysis.similarity.language_matrix
 against a pair-by-pair loop of a published implementation (ckatorch.cka_base, PyPI `ckatorch`).
 
 Random representations shaped like a 12-layer base encoder (13 hidden states incl. embeddings,
@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from xl.similarity import language_matrix
+from xl.analysis.similarity import language_matrix
 
 
 def representations(layers: int, langs: int, n: int, d: int, seed: int) -> torch.Tensor:
@@ -56,7 +56,7 @@ def main() -> None:
     start = time.perf_counter()
     ours = language_matrix(reps, "linear_cka")
     t_ours = time.perf_counter() - start
-    print(f"xl.similarity.language_matrix : {t_ours:8.2f} s")
+    print(f"xl.analysis.similarity.language_matrix : {t_ours:8.2f} s")
 
     start = time.perf_counter()
     theirs = loop(reps, cka_base)

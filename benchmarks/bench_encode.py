@@ -18,7 +18,8 @@ import torch
 from transformers import XLMRobertaConfig, XLMRobertaModel
 
 import xl
-from xl import corpus, models, tokenizer as lab_tokenizer
+from xl.data import corpus
+from xl.models import encoder, tokenizer as lab_tokenizer
 
 
 def make_model(folder, layers, hidden, tok):
@@ -56,7 +57,7 @@ def sentences(n):
 
 
 def bench(folder, texts, device, with_naive):
-    enc = models.load_encoder(str(folder), device=device)
+    enc = encoder.load_encoder(str(folder), device=device)
     n = sum(len(t) for t in texts.values())
     enc.encode(texts["en"][:8], "en", cache=False)  # warm-up
     fast, fast_rate = rate(lambda: [enc.encode(t, lang, cache=False) for lang, t in texts.items()], n)

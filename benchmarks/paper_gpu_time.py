@@ -23,7 +23,7 @@ import torch
 from transformers import XLMRobertaConfig, XLMRobertaModel
 
 import xl
-from xl import xglue
+from xl.data import xglue
 
 # encoder shapes of the paper's models: (layers, hidden, ffn)
 SHAPES = {"mBERT": (12, 768, 3072), "XLM-R": (12, 768, 3072), "mBART": (12, 1024, 4096),
@@ -66,7 +66,7 @@ def measure(shape, device: str, seq: int = 128, batch: int = 32, repeats: int = 
 
 def chapter_work(cfg: dict) -> dict[str, float]:
     """Forward-equivalent FLOPs of each chapter's GPU work at preset `cfg`, summed over models."""
-    models = [m for m in SHAPES if xl.presets.PAPER_MODELS.get(m) in cfg["models"]]
+    models = [m for m in SHAPES if xl.models.registry.PAPER_MODELS.get(m) in cfg["models"]]
     languages, sentences, seeds = len(cfg["languages"]), cfg["analysis_verses"], len(cfg["transfer_seeds"])
     work = {"similarity": 0.0, "transfer": 0.0, "models (chrF of the MT models)": 0.0}
     for m in models:

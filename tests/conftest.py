@@ -133,7 +133,7 @@ def bert_tokenizer(texts=TINY_TEXTS):
 def nllb_tokenizer(cfg, codes=SMOKE_NLLB):
     from transformers import NllbTokenizer
 
-    from xl import tokenizer as lab_tokenizer
+    from xl.models import tokenizer as lab_tokenizer
     pieces, charsmap = lab_tokenizer._pieces(lab_tokenizer.spm_path(cfg))
     vocab = {s: i for i, s in enumerate(["<s>", "<pad>", "</s>", "<unk>"])}
     for piece, _ in pieces:
@@ -155,7 +155,7 @@ def tiny_model(arch, cfg, texts=TINY_TEXTS, nllb_codes=SMOKE_NLLB, seed=0):
     from transformers import (BertConfig, BertForMaskedLM, M2M100Config, M2M100ForConditionalGeneration,
                               MBartConfig, MBartForConditionalGeneration, XLMRobertaConfig, XLMRobertaForMaskedLM)
 
-    from xl import tokenizer as lab_tokenizer
+    from xl.models import tokenizer as lab_tokenizer
     torch.manual_seed(seed)
     enc_args = dict(hidden_size=TINY_H, num_hidden_layers=TINY_LAYERS, num_attention_heads=2, intermediate_size=64,
                     max_position_embeddings=130)

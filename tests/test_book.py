@@ -5,7 +5,7 @@ import time
 import pytest
 from conftest import require_browser, xl_book
 
-from xl import runner
+from xl.book import runner
 
 pytestmark = pytest.mark.slow
 

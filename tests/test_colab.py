@@ -9,7 +9,7 @@ import jupytext
 import pytest
 import torch
 
-from xl import colab
+from xl.book import colab
 
 REPO = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted(p.stem for p in (REPO / "notebooks").glob("*.md"))
@@ -35,7 +35,7 @@ def test_colab_link_and_install_cell(name):
     code = [c for c in cells if c.cell_type == "code"]
     assert f"xl @ git+{colab.REPOSITORY}" in code[0].source and "remove-cell" in code[0].metadata["tags"]
     assert "parameters" in code[1].metadata["tags"]
-    assert any("xl.colab.preset(preset)" in c.source for c in code[2:3]), "the setup cell picks the preset"
+    assert any("xl.book.colab.preset(preset)" in c.source for c in code[2:3]), "the setup cell picks the preset"
 
 
 def test_repository_is_declared_once_for_pip_and_colab():

@@ -2,8 +2,8 @@
 import pandas as pd
 import pytest
 
-from xl import conclusions
-from xl.results import Store
+from xl.book import conclusions
+from xl.core.results import Store
 
 
 def similarity(lm, cp):

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from xl import corpus, languages
-from xl.errors import XLError
+from xl.core.errors import XLError
+from xl.data import corpus, languages
 
 LANGS = ["en", "de", "ru", "zh"]
 BOOKS = [1, 19, 43]
@@ -109,7 +109,7 @@ def test_flores_from_local_release_and_offline_hub(tmp_path, monkeypatch):
     with pytest.raises(XLError, match="missing"):
         corpus.load_flores(["en", "de"], local_dir=tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from xl import hub
+    from xl.core import hub
     hub.reachable.cache_clear()
     with pytest.raises(XLError, match="Hugging Face Hub"):
         corpus.load_flores(["en", "fr"])

@@ -14,10 +14,15 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, XLMRobertaConfig, XLMRobertaModel
 
-from xl import cli, corpus, models, objectives, paths, runner, tokenizer as lab_tokenizer, training, transfer
-from xl.errors import XLError
-from xl.results import Store
-from xl.tasks import Task
+from xl import training, transfer
+from xl.book import cli, runner
+from xl.core import paths
+from xl.core.errors import XLError
+from xl.core.results import Store
+from xl.data import corpus
+from xl.data.tasks import Task
+from xl.models import encoder, tokenizer as lab_tokenizer
+from xl.training import objectives
 
 pytestmark = [pytest.mark.fault, pytest.mark.usefixtures("one_thread")]
 
@@ -30,7 +35,7 @@ def nothing_written(folder):
 
 def test_unknown_model_name(cfg):
     with pytest.raises(XLError, match="unknown lab model 'lab-mlmm'; choose one of lab-mlm, lab-dae"):
-        models.load_encoder("lab-mlmm", preset="smoke")  # not looked for on the hub
+        encoder.load_encoder("lab-mlmm", preset="smoke")  # not looked for on the hub
     with pytest.raises(XLError, match="unknown lab model 'lab-xyz'"):
         training.lab_model("lab-xyz", cfg)
 
@@ -231,7 +236,7 @@ def tiny_encoder(cfg, tmp_path, monkeypatch):
     model = XLMRobertaModel(XLMRobertaConfig(
         vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
         max_position_embeddings=80, pad_token_id=tok.pad_token_id))
-    return models.Encoder("tiny", model, tok, "cpu", {"test": "faults"})
+    return encoder.Encoder("tiny", model, tok, "cpu", {"test": "faults"})
 
 
 TEXTS = ["In the beginning God created the heaven and the earth.", "Jesus wept.", "And God said, Let there be light."]

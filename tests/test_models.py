@@ -9,8 +9,9 @@ import torch
 from conftest import TINY_ARCHS, TINY_H, TINY_LAYERS, TINY_TEXTS, save_tiny
 
 import xl
-from xl import hub, models, paths
-from xl.errors import XLError
+from xl.core import hub, paths
+from xl.core.errors import XLError
+from xl.models import encoder
 
 TEXTS = TINY_TEXTS
 H, LAYERS = TINY_H, TINY_LAYERS
@@ -31,7 +32,7 @@ def private_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def encoders(folders):
-    return {arch: models.load_encoder(str(folder), device="cpu") for arch, folder in folders.items()}
+    return {arch: encoder.load_encoder(str(folder), device="cpu") for arch, folder in folders.items()}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -81,7 +82,7 @@ def test_pool_mask_keeps_only_real_tokens(encoders, arch):
     for row, pieces in enumerate(plain):  # the kept ids are exactly the sentence's pieces
         assert batch["input_ids"][row][mask[row].bool()].tolist() == pieces
     if enc.lang_scheme:
-        code = xl.languages.code("de", enc.lang_scheme)
+        code = xl.data.languages.code("de", enc.lang_scheme)
         assert batch["input_ids"][0, 0].item() == enc.tokenizer.convert_tokens_to_ids(code)
     assert mask[0, batch["attention_mask"][0] == 0].sum() == 0  # padding of the short sentence
 
@@ -108,9 +109,9 @@ def test_cache_hit_reuses_the_array_without_running_the_model(encoders, monkeypa
 
 
 def test_cache_key_follows_the_model_folder(folders, tmp_path):
-    a = models.load_encoder(str(folders["bert"]), device="cpu")
+    a = encoder.load_encoder(str(folders["bert"]), device="cpu")
     other = _save("bert", tmp_path / "other")  # same architecture, other weights file
-    b = models.load_encoder(str(other), device="cpu")
+    b = encoder.load_encoder(str(other), device="cpu")
     assert a.fingerprint != b.fingerprint
     assert a._cache_path(TEXTS, "en", 256) != b._cache_path(TEXTS, "en", 256)
     assert a._cache_path(TEXTS, "en", 256) != a._cache_path(TEXTS, "de", 256)
@@ -147,9 +148,9 @@ def test_unknown_languages_raise(encoders):
 def test_folder_without_config_is_not_a_model(tmp_path):
     (tmp_path / "weights.txt").write_text("not a model")
     with pytest.raises(XLError, match="no config.json"):
-        models.load_encoder(str(tmp_path))
+        encoder.load_encoder(str(tmp_path))
     with pytest.raises(XLError, match="no such model folder"):
-        models.load_encoder(str(tmp_path / "missing"))
+        encoder.load_encoder(str(tmp_path / "missing"))
 
 
 @pytest.mark.fault
@@ -157,19 +158,19 @@ def test_hub_id_offline_fails_fast_with_download_hint(monkeypatch):
     monkeypatch.setattr(hub, "reachable", lambda: False)
     start = time.monotonic()
     with pytest.raises(XLError, match="huggingface-cli download xl-tests/no-such-model"):
-        models.load_encoder("xl-tests/no-such-model")
+        encoder.load_encoder("xl-tests/no-such-model")
     assert time.monotonic() - start < 5
 
 
 @pytest.mark.fault
 def test_lab_names_resolve_to_the_preset_model_folder(folders):
     with pytest.raises(XLError, match="xl run models --preset smoke"):
-        models.load_encoder("lab-mlm", preset="smoke")
+        encoder.load_encoder("lab-mlm", preset="smoke")
     shutil.copytree(folders["xlmr"], paths.model_dir("smoke", "lab-mlm"))
-    enc = models.load_encoder("lab-mlm", preset="smoke", device="cpu")
+    enc = encoder.load_encoder("lab-mlm", preset="smoke", device="cpu")
     assert enc.name == "lab-mlm" and type(enc.model).__name__ == "XLMRobertaModel"
     with pytest.raises(XLError, match="unknown preset"):
-        models.load_encoder("lab-mlm", preset="nope")
+        encoder.load_encoder("lab-mlm", preset="nope")
 
 
 def test_long_inputs_are_cut_to_the_position_embeddings(tmp_path):
@@ -177,13 +178,13 @@ def test_long_inputs_are_cut_to_the_position_embeddings(tmp_path):
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
     import xl
-    from xl import models, tokenizer
+    from xl.models import encoder, tokenizer
     tok = tokenizer.xlmr_tokenizer(xl.config("smoke"))
     config = XLMRobertaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                               intermediate_size=32, max_position_embeddings=12, pad_token_id=tok.pad_token_id)
     XLMRobertaModel(config).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    enc = models.load_encoder(str(tmp_path))
+    enc = encoder.load_encoder(str(tmp_path))
     assert enc.max_length == 12 - (tok.pad_token_id + 1)
     reps = enc.encode(["In the beginning God created the heavens and the earth. " * 5], "en", cache=False)
     assert reps.shape == (2, 1, 16) and np.isfinite(reps).all()

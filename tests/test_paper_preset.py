@@ -2,11 +2,11 @@
 on local stand-ins for what it normally takes from the Hugging Face Hub.
 
 * the paper's models as tiny random models, one folder per model, named after the last part of
-  its hub id (xl.zoo reads labels and families from that): BERT (mBERT), XLM-R, mBART-50, two
+  its hub id (xl.models.registry reads labels and families from that): BERT (mBERT), XLM-R, mBART-50, two
   mBART-50 MMT models (m2m, m2o: the base's weights scaled up, as continued MT training does) and
   an M2M100 model with NLLB's tokenizer and language codes (NLLB 600M);
 * a FLORES-200 release folder (`<dir>/<split>/<nllb_code>.<split>`) of Bible verses;
-* an XGLUE release sample (xl.xglue.write_sample), three tasks: a classification, a pair and a
+* an XGLUE release sample (xl.data.xglue.write_sample), three tasks: a classification, a pair and a
   tagging one.
 Also: the hub is never asked (HF_HUB_OFFLINE), and what needs it fails fast with a clear message.
 """
@@ -19,9 +19,13 @@ import torch
 from conftest import save_tiny
 
 import xl
-from xl import corpus, hub, languages as langs, runner, tokenizer, translate, xglue, zoo
-from xl.errors import XLError
-from xl.presets import PAPER_MODELS
+from xl.analysis import translation
+from xl.book import runner
+from xl.core import hub
+from xl.core.errors import XLError
+from xl.models.registry import PAPER_MODELS
+from xl.data import corpus, languages as langs, xglue
+from xl.models import tokenizer, registry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,24 +83,24 @@ def offline(monkeypatch):
 
 def test_local_folders_named_after_hub_ids_are_the_paper_models(stand_ins):
     for label, folder in stand_ins["models"].items():
-        assert zoo.label(str(folder)) == label and zoo.family(str(folder)) == zoo.FAMILY[label]
-    assert zoo.directions(str(stand_ins["models"]["mBART m2o"])) == "m2o"
-    assert zoo.directions(str(stand_ins["models"]["mBART"])) is None
-    assert zoo.label("/somewhere/my-model") == "/somewhere/my-model" and zoo.family("/somewhere/my-model") == "?"
-    assert zoo.label("someone/mbart-large-50") == "someone/mbart-large-50"  # another hub repository
+        assert registry.label(str(folder)) == label and registry.family(str(folder)) == registry.MODELS[label].family
+    assert registry.directions(str(stand_ins["models"]["mBART m2o"])) == "m2o"
+    assert registry.directions(str(stand_ins["models"]["mBART"])) is None
+    assert registry.label("/somewhere/my-model") == "/somewhere/my-model" and registry.family("/somewhere/my-model") == "?"
+    assert registry.label("someone/mbart-large-50") == "someone/mbart-large-50"  # another hub repository
 
 
 def test_translation_uses_each_model_s_language_codes(stand_ins):
     cfg = xl.config("paper", languages=LANGUAGES, flores_dir=str(stand_ins["flores"]))
     for label, prefix in (("NLLB 600M", "deu_Latn"), ("mBART m2m", "de_DE")):
-        model, tok = translate.load(str(stand_ins["models"][label]), cfg, device="cpu")
-        out = translate.translate(model, tok, ["Jesus weinte."], "de", "en", max_length=16)
+        model, tok = translation.load(str(stand_ins["models"][label]), cfg, device="cpu")
+        out = translation.translate(model, tok, ["Jesus weinte."], "de", "en", max_length=16)
         assert len(out) == 1 and isinstance(out[0], str)
         assert tok.convert_ids_to_tokens(tok("Jesus")["input_ids"])[0] == prefix
-    model, tok = translate.load(str(stand_ins["models"]["mBART m2o"]), cfg, device="cpu")
-    assert translate.pairs_of(str(stand_ins["models"]["mBART m2o"]), cfg, tok) == [
+    model, tok = translation.load(str(stand_ins["models"]["mBART m2o"]), cfg, device="cpu")
+    assert translation.pairs_of(str(stand_ins["models"]["mBART m2o"]), cfg, tok) == [
         ("de", "en"), ("fr", "en"), ("zh", "en")]
-    held = translate.test_verses(cfg, n=5)
+    held = translation.test_verses(cfg, n=5)
     assert list(held.columns) == LANGUAGES and len(held) == 5
 
 
@@ -104,7 +108,7 @@ def test_hub_models_fail_fast_offline(offline):
     cfg = xl.config("paper")
     start = time.monotonic()
     with pytest.raises(XLError, match="huggingface-cli download facebook/nllb-200-distilled-600M"):
-        translate.load(PAPER_MODELS["NLLB 600M"], cfg)
+        translation.load(PAPER_MODELS["NLLB 600M"], cfg)
     with pytest.raises(XLError, match="Hugging Face Hub"):
         tokenizer.model_tokenizers(cfg)
     with pytest.raises(XLError, match="Hugging Face Hub"):

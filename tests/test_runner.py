@@ -4,8 +4,8 @@ import json
 import pytest
 from conftest import MYST_HEADER
 
-from xl import cli, runner
-from xl.errors import XLError
+from xl.book import cli, runner
+from xl.core.errors import XLError
 
 HEADER = MYST_HEADER
 OK = HEADER + """
@@ -19,7 +19,7 @@ rows = 3
 ```{code-cell} ipython3
 import pandas as pd
 import xl
-from xl.results import Store
+from xl.core.results import Store
 cfg = xl.config(preset, **overrides)
 Store(preset).write("toy", pd.DataFrame({"i": range(rows), "langs": [",".join(cfg["languages"])] * rows}))
 ```
@@ -32,7 +32,7 @@ preset = "lab"
 
 ```{code-cell} ipython3
 import pandas as pd
-from xl.results import Store
+from xl.core.results import Store
 Store(preset).write("broken", pd.DataFrame({"i": [1]}))
 ```
 

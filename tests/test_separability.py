@@ -4,8 +4,8 @@ import itertools
 import numpy as np
 import pytest
 
-from xl import separability as sep
-from xl.errors import XLError
+from xl.analysis import separability as sep
+from xl.core.errors import XLError
 
 LANGS = ["en", "de", "ru", "zh"]
 

@@ -5,8 +5,8 @@ import pytest
 import scipy.linalg
 import torch
 
-from xl import similarity as sim
-from xl.errors import XLError
+from xl.analysis import similarity as sim
+from xl.core.errors import XLError
 
 
 def rng(seed=0):

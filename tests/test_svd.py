@@ -8,8 +8,8 @@ from transformers import (BertConfig, BertForMaskedLM, GPT2Config, GPT2Model, M2
                           M2M100ForConditionalGeneration, MBartConfig, MBartForConditionalGeneration,
                           XLMRobertaConfig, XLMRobertaModel)
 
-from xl import svd
-from xl.errors import XLError
+from xl.analysis import svd
+from xl.core.errors import XLError
 
 H, FFN = 32, 64
 TINY = dict(vocab_size=64, max_position_embeddings=64)

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xl import corpus, tasks
-from xl.errors import XLError
+from xl.core.errors import XLError
+from xl.data import corpus, tasks
 
 
 @pytest.fixture(scope="module")

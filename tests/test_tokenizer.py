@@ -2,7 +2,8 @@ import sentencepiece as spm
 from transformers import AutoTokenizer
 
 import xl
-from xl import corpus, tokenizer
+from xl.data import corpus
+from xl.models import tokenizer
 
 
 def test_round_trip_and_agreement_with_sentencepiece(tmp_path):

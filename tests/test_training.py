@@ -7,8 +7,13 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from xl import hub, languages, objectives, paths, tokenizer, training, translate
-from xl.errors import XLError
+from xl import training
+from xl.analysis import translation
+from xl.core import hub, paths
+from xl.core.errors import XLError
+from xl.data import languages
+from xl.models import registry, tokenizer
+from xl.training import objectives
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -185,8 +190,8 @@ def test_resume_from_checkpoint_continues_at_saved_step(cfg, mtok, tmp_path):
 # ---------------------------------------------------------------- lab models
 
 def test_smoke_lab_models_train_fast(trained, cfg):
-    assert list(trained.model) == list(training.LAB)
-    for name in training.LAB:
+    assert list(trained.model) == list(registry.LAB_MODELS)
+    for name in registry.LAB_MODELS:
         info = training.marker(paths.model_dir("smoke", name))
         assert info["digest"] == training.digest_of(name, cfg)
         assert len(info["log"]) > 0
@@ -220,7 +225,7 @@ def test_saved_model_is_reused_and_retrained_when_parameters_change(trained, cfg
         raise AssertionError("trained again")
 
     monkeypatch.setattr(training, "fit", boom)
-    for name in training.LAB:
+    for name in registry.LAB_MODELS:
         assert training.lab_model(name, cfg) == paths.model_dir("smoke", name)
     changed = {**cfg, "train_steps": {**cfg["train_steps"], "dae": cfg["train_steps"]["dae"] + 1}}
     assert training.digest_of("lab-m2m", changed) != training.digest_of("lab-m2m", cfg)  # CP follows its base
@@ -231,7 +236,7 @@ def test_saved_model_is_reused_and_retrained_when_parameters_change(trained, cfg
 
 def test_mt_quality_table(trained, cfg, monkeypatch, tmp_path):
     monkeypatch.setenv("XL_RESULTS", str(tmp_path))
-    q = translate.mt_quality(cfg, ["lab-m2o", "lab-o2m"])
+    q = translation.mt_quality(cfg, ["lab-m2o", "lab-o2m"])
     assert set(zip(q.src, q.tgt)) <= {(s, "en") for s in cfg["languages"]} | {("en", t) for t in cfg["languages"]}
     assert (q[q.model == "lab-m2o"].tgt == "en").all() and (q[q.model == "lab-o2m"].src == "en").all()
     assert (tmp_path / "smoke" / "mt_quality.csv").is_file()
@@ -240,10 +245,10 @@ def test_mt_quality_table(trained, cfg, monkeypatch, tmp_path):
     def boom(*args, **kwargs):
         raise AssertionError("translated again")
 
-    monkeypatch.setattr(translate, "translate", boom)  # a re-run reads every translation from the cache
-    pd.testing.assert_frame_equal(translate.mt_quality(cfg, ["lab-m2o", "lab-o2m"], write=False), q)
+    monkeypatch.setattr(translation, "translate", boom)  # a re-run reads every translation from the cache
+    pd.testing.assert_frame_equal(translation.mt_quality(cfg, ["lab-m2o", "lab-o2m"], write=False), q)
     with pytest.raises(AssertionError, match="translated again"):  # other decoding: not in the cache
-        translate.mt_quality(cfg, ["lab-m2o"], write=False, no_repeat_ngram_size=0)
+        translation.mt_quality(cfg, ["lab-m2o"], write=False, no_repeat_ngram_size=0)
 
 
 # ---------------------------------------------------------------- paper-scale CP path
@@ -258,8 +263,8 @@ def test_continue_pretraining_from_a_local_base_folder(cfg, mtok, tmp_path):
     folder = training.continue_pretraining(base, corpus, "m2o", out, steps=3, batch_size=4, max_length=32,
                                            lr=1e-3, languages=["en", "de", "zh"])
     assert folder == out and training.marker(out)["steps"] == 3
-    model, tok = translate.load(str(out), cfg)
-    assert translate.translate(model, tok, ["Im Anfang."], "de", "en", max_length=8)[0] is not None
+    model, tok = translation.load(str(out), cfg)
+    assert translation.translate(model, tok, ["Im Anfang."], "de", "en", max_length=8)[0] is not None
 
 
 @pytest.mark.fault
@@ -280,8 +285,8 @@ def test_translation_counts_only_where_it_beats_the_source_blind_baseline():
     quality = pd.DataFrame({"model": ["a", "a", "b", "b"], "src": ["de", "fr", "en", "en"],
                             "tgt": ["en", "en", "de", "fr"], "chrf": [22.0, 17.5, 15.0, 30.0],
                             "baseline": [17.0, 17.0, 18.0, 17.0]})
-    table = translate.against_baseline(quality)
+    table = translation.against_baseline(quality)
     assert table.loc["a"].tolist() == [2, 1, 19.8, 2.8]  # 17.5 is within the 1-point margin
     assert table.loc["b", "beat_baseline"] == 1 and table.loc["b", "gap"] == 5.0
-    assert "a in 1 of 2" in translate.verdict(quality) and "nowhere" not in translate.verdict(quality)
-    assert "a beats the baseline nowhere" in translate.verdict(quality.assign(chrf=10.0).iloc[:2])
+    assert "a in 1 of 2" in translation.verdict(quality) and "nowhere" not in translation.verdict(quality)
+    assert "a beats the baseline nowhere" in translation.verdict(quality.assign(chrf=10.0).iloc[:2])

@@ -7,10 +7,12 @@ from transformers import MBartConfig, XLMRobertaConfig, XLMRobertaModel
 from transformers.models.mbart.modeling_mbart import MBartEncoder
 
 import xl
-from xl import tasks as tasklib, tokenizer as lab_tokenizer, transfer
-from xl.errors import XLError
-from xl.models import Encoder
-from xl.tasks import Task
+from xl import transfer
+from xl.core.errors import XLError
+from xl.data import tasks as tasklib
+from xl.data.tasks import Task
+from xl.models import tokenizer as lab_tokenizer
+from xl.models.encoder import Encoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -334,7 +336,7 @@ def test_joined_pair_head_learns(cfg):
 
 @pytest.mark.parametrize("preset", list(xl.PRESETS))
 def test_presets_define_valid_transfer_settings(preset):
-    from xl import xglue
+    from xl.data import xglue
     c = xl.config(preset)
     params = transfer.Params.from_config(c)
     assert params.epochs >= 1 and len(c["transfer_seeds"]) >= 1

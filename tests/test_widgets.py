@@ -21,8 +21,8 @@ from conftest import MYST_HEADER, require_browser
 
 ipywidgets = pytest.importorskip("ipywidgets")
 
-from xl import widgets as W  # noqa: E402
-from xl.errors import XLError  # noqa: E402
+from xl.book import widgets as W  # noqa: E402
+from xl.core.errors import XLError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE_MIME = "application/vnd.jupyter.widget-state+json"
@@ -230,7 +230,7 @@ NOTEBOOK = MYST_HEADER + textwrap.dedent('''\
     import sys
     sys.path.insert(0, TESTS)
     from test_widgets import similarity_frame, spectra_frame
-    from xl.widgets import similarity_explorer, svd_explorer
+    from xl.book.widgets import similarity_explorer, svd_explorer
     similarity_explorer(similarity_frame(metrics=("cosine",)))
     ```
 

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xl import hub, tasks, xglue
-from xl.errors import XLError
+from xl.core import hub
+from xl.core.errors import XLError
+from xl.data import tasks, xglue
 
 
 @pytest.fixture(scope="module")

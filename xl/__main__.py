@@ -1,5 +1,5 @@
 import sys
 
-from xl.cli import main
+from xl.book.cli import main
 
 sys.exit(main())

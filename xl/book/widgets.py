@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from xl.errors import XLError
+from xl.core.errors import XLError
 
 DPI = 80
 MAX_IMAGES = 2000  # beyond this the executed notebook (and the page) gets too heavy

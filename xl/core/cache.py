@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from xl import paths
-from xl.errors import XLError
+from xl.core import paths
+from xl.core.errors import XLError
 
 
 def root() -> Path:

@@ -6,8 +6,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from xl import corpus, models, separability, similarity, zoo
-from xl.errors import XLError
+from xl.analysis import separability, similarity
+from xl.core.errors import XLError
+from xl.data import corpus
+from xl.models import registry
+from xl.models.encoder import Encoder, load_encoder
 
 LANGUAGE_METRICS = ["linear_cka", "linear_cka_debiased", "retrieval"]
 
@@ -24,12 +27,12 @@ def sentences(cfg: dict) -> pd.DataFrame:
     return corpus.load_flores(cfg["languages"], local_dir=cfg.get("flores_dir")).head(n)
 
 
-def encoder(name: str, cfg: dict) -> models.Encoder:
+def encoder(name: str, cfg: dict) -> Encoder:
     """Load a model's encoder; lab models are trained first if they are not yet (cached)."""
-    if zoo.is_lab(name):
+    if registry.is_lab(name):
         from xl import training
         training.lab_model(name, cfg)
-    return models.load_encoder(name, preset=cfg["preset"])
+    return load_encoder(name, preset=cfg["preset"])
 
 
 def representations(name: str, cfg: dict, sents: pd.DataFrame) -> np.ndarray:
@@ -40,7 +43,7 @@ def representations(name: str, cfg: dict, sents: pd.DataFrame) -> np.ndarray:
 
 def all_representations(cfg: dict, sents: pd.DataFrame, names=None) -> dict[str, np.ndarray]:
     names = list(names or cfg["models"])
-    return {zoo.label(n): representations(n, cfg, sents) for n in tqdm(names, desc="representations")}
+    return {registry.label(n): representations(n, cfg, sents) for n in tqdm(names, desc="representations")}
 
 
 def shuffled(reps: np.ndarray, seed: int) -> np.ndarray:
@@ -86,25 +89,25 @@ def cross_language_mean(sim: pd.DataFrame) -> pd.DataFrame:
     """Mean over language pairs (a != b) per model, layer and metric: one number per curve point."""
     off = sim[sim.lang_a != sim.lang_b]
     out = off.groupby(["model", "layer", "metric"], sort=False).value.mean().reset_index()
-    out["family"] = out.model.map(zoo.family)
+    out["family"] = out.model.map(registry.family)
     return out
 
 
-def mbart_family(cfg: dict) -> dict[str, str]:
-    """{label: folder or hub id} of the base encoder-decoder and the models continued from it (SVD)."""
-    names = [n for n in cfg["models"] if zoo.label(n) != "lab-mlm" and zoo.family(n) in ("LM", "CP", "MT")]
-    names = [n for n in names if zoo.label(n) not in ("mBERT", "XLM-R", "NLLB 600M")]
+def mbart_models(cfg: dict) -> dict[str, str]:
+    """{label: folder or hub id} of the preset's models of mBART's architecture: the base encoder-decoder,
+    the models continued from it, and lab-mt (trained from scratch in the same shape) (SVD)."""
+    names = [n for n in cfg["models"] if registry.spec(n) and registry.spec(n).arch == "mbart"]
     out = {}
     for name in names:
-        if zoo.is_lab(name):
+        if registry.is_lab(name):
             from xl import training
-            out[zoo.label(name)] = str(training.lab_model(name, cfg))
+            out[registry.label(name)] = str(training.lab_model(name, cfg))
         else:
-            out[zoo.label(name)] = name
+            out[registry.label(name)] = name
     return out
 
 
 def spectra_table(family: dict[str, str]) -> "pd.DataFrame":
     """Singular values of every encoder matrix of every model: model, layer, matrix, index, sigma."""
-    from xl import svd
+    from xl.analysis import svd
     return pd.concat([svd.spectra(path).assign(model=label) for label, path in family.items()], ignore_index=True)

@@ -6,8 +6,9 @@ import signal
 import sys
 import time
 
-from xl import presets, runner
-from xl.errors import XLError
+from xl.book import runner
+from xl.core import presets
+from xl.core.errors import XLError
 
 
 def _print(*args, **kwargs):
@@ -37,7 +38,7 @@ def cmd_presets(args) -> None:
 
 
 def cmd_cache(args) -> None:
-    from xl import cache
+    from xl.core import cache
     if args.clear is not None:
         freed = cache.clear(args.clear or None)
         _print(f"cleared {cache.human(freed)} from {cache.root()}")

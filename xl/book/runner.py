@@ -20,10 +20,12 @@ import jupytext
 import papermill
 import yaml
 
-from xl import corpus, io, manifest, paths, presets
-from xl.errors import XLError
+from xl.book import manifest
+from xl.core import io, paths, presets
+from xl.core.errors import XLError
+from xl.data import corpus
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""XGLUE's eight understanding tasks of Table 1 (paper preset), as `xl.tasks.Task`s.
+"""XGLUE's eight understanding tasks of Table 1 (paper preset), as `xl.data.tasks.Task`s.
 
 Two sources, same result:
 * a local copy of XGLUE's release (`xglue_full_dataset/`, one folder per task:
@@ -13,7 +13,7 @@ test split of every language is scored (``validation`` is used instead where a
 test split carries no labels, with a warning). Metrics are XGLUE's: accuracy
 (NC, XNLI, PAWS-X, QAM, QADSM, and POS per word), span F1 (NER, CoNLL/seqeval
 style, micro over entity types), nDCG (WPR, per query over all its candidates,
-gain = relevance label 0-4, averaged over queries; see `xl.tasks.ndcg`).
+gain = relevance label 0-4, averaged over queries; see `xl.data.tasks.ndcg`).
 """
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xl import hub, languages as langs
-from xl.errors import XLError
-from xl.tasks import Task
+from xl.core import hub
+from xl.core.errors import XLError
+from xl.data import languages as langs
+from xl.data.tasks import Task
 
 HUB_REPO = "microsoft/xglue"
 HUB_REVISION = "refs/convert/parquet"

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from xl import corpus, languages as langs, tokenizer
+from xl.data import corpus, languages as langs
+from xl.models import tokenizer
 
 
 def corpus_languages(cfg: dict) -> list[str]:

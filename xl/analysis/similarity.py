@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from xl.errors import XLError
+from xl.core.errors import XLError
 
 DEFAULT_SIGMA = 0.8  # Kornblith et al.: RBF bandwidth = 0.8 x median pairwise distance
 KERNELS = ("linear", "rbf")

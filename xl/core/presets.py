@@ -11,19 +11,10 @@ import copy
 
 import pandas as pd
 
-from xl.errors import XLError
+from xl.core.errors import XLError
+from xl.models.registry import LAB_MODELS, PAPER_MODELS
 
 LAB_LANGUAGES = ["en", "de", "fr", "es", "ru", "ar", "hi", "tr", "vi", "zh"]
-PAPER_MODELS = {
-    "mBERT": "bert-base-multilingual-cased",
-    "XLM-R": "xlm-roberta-base",
-    "mBART": "facebook/mbart-large-50",
-    "NLLB 600M": "facebook/nllb-200-distilled-600M",
-    "mBART m2m": "facebook/mbart-large-50-many-to-many-mmt",
-    "mBART m2o": "facebook/mbart-large-50-many-to-one-mmt",
-    "mBART o2m": "facebook/mbart-large-50-one-to-many-mmt",
-}
-LAB_MODELS = ["lab-mlm", "lab-dae", "lab-m2m", "lab-m2o", "lab-o2m", "lab-mt"]
 
 PRESETS: dict[str, dict] = {
     "smoke": dict(
@@ -117,7 +108,7 @@ PRESETS: dict[str, dict] = {
         tokenizer_verses_per_language=None,
         analysis_verses=1000,
         flores_dir=None,  # the unpacked FLORES-200 release, for machines without the hub
-        models=list(PAPER_MODELS.values()),  # hub ids, or folders named after them (offline: see xl.zoo)
+        models=list(PAPER_MODELS.values()),  # hub ids, or folders named after them (offline: see xl.models.registry)
         seed=0,
         model_dim=None,  # hub models; the train_* keys are for xl.training.continue_pretraining of a hub mBART
         model_layers=None,

@@ -19,9 +19,9 @@ from transformers import (AutoModel, BertModel, M2M100Model, MBartModel, PreTrai
 from transformers.models.m2m_100.modeling_m2m_100 import M2M100Encoder
 from transformers.models.mbart.modeling_mbart import MBartEncoder
 
-from xl import hub
-from xl.errors import XLError
-from xl.paths import data_file
+from xl.core import hub
+from xl.core.errors import XLError
+from xl.core.paths import data_file
 
 MATRICES = ["K", "Q", "V", "Out", "FC up", "FC down"]
 NORM, DIST = "||sigma||", "d"
@@ -45,7 +45,7 @@ def load(model_or_path) -> torch.nn.Module:
     """A loaded model as is; a folder or hub id through AutoModel (hub only if reachable)."""
     if isinstance(model_or_path, torch.nn.Module):
         return model_or_path
-    from xl.models import quiet_transformers
+    from xl.models.encoder import quiet_transformers
     quiet_transformers()
     name = str(model_or_path)
     if Path(name).exists():

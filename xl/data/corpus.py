@@ -19,8 +19,9 @@ from pathlib import Path
 import datasets
 import pandas as pd
 
-from xl import hub, languages as langs
-from xl.errors import XLError
+from xl.core import hub
+from xl.core.errors import XLError
+from xl.data import languages as langs
 
 SPLITS = {"train": 0.8, "dev": 0.1, "test": 0.1}
 # Verses that a translation merges into the previous one, or leaves out.

@@ -8,7 +8,7 @@
 | lab-mt | NLLB | translation from scratch, all directions | parallel training verses |
 
 Each is saved with `save_pretrained` (model and tokenizer) to
-`xl.paths.model_dir(preset, name)`, atomically, with a marker file holding the
+`xl.core.paths.model_dir(preset, name)`, atomically, with a marker file holding the
 digest of everything that defines it: `lab_model` trains it only when that
 folder is missing or was trained with other parameters. Training writes a
 checkpoint (model, optimizer, schedule, step, random state) beside the folder
@@ -37,25 +37,17 @@ from tqdm.auto import tqdm
 from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, MBartConfig, MBartForConditionalGeneration,
                           XLMRobertaConfig, XLMRobertaForMaskedLM, get_linear_schedule_with_warmup)
 
-from xl import corpus, hub, io, paths, presets, tokenizer as lab_tokenizer
-from xl.errors import XLError
-from xl.objectives import IGNORE, KINDS, MLM_MASK, MonolingualTask, TranslationTask, directions
-from xl.results import Store
+from xl.core import hub, io, paths, presets
+from xl.core.errors import XLError
+from xl.core.results import Store
+from xl.models import registry
+from xl.data import corpus
+from xl.models import tokenizer as lab_tokenizer
+from xl.training.objectives import IGNORE, MLM_MASK, MonolingualTask, TranslationTask, directions
 
 VERSION = "lab-train-v2"
 MARKER = "xl_training.json"
 
-# name -> (paper analogue, objective, translation directions, base model)
-LAB = {
-    "lab-mlm": ("XLM-R / mBERT", "mlm", None, None),
-    "lab-dae": ("mBART", "dae", None, None),
-    "lab-m2m": ("mBART m2m", "cp", "m2m", "lab-dae"),
-    "lab-m2o": ("mBART m2o", "cp", "m2o", "lab-dae"),
-    "lab-o2m": ("mBART o2m", "cp", "o2m", "lab-dae"),
-    "lab-mt": ("NLLB", "mt", "m2m", None),
-}
-OBJECTIVES = {"mlm": "masked LM", "dae": "denoising (span infilling)",
-              "cp": "translation, continued from lab-dae", "mt": "translation from scratch"}
 ARCH_KEYS = ["model_dim", "model_layers", "model_decoder_layers", "model_ffn", "model_heads", "model_max_length"]
 TRAIN_KEYS = ["train_batch", "train_lr", "train_warmup", "seed"]
 # A few hundred steps over ~25,000 verses per language: the models underfit, dropout would only slow them.
@@ -282,7 +274,7 @@ def _settings(cfg: dict, keys) -> dict:
 
 
 def steps_of(name: str, cfg: dict) -> int:
-    objective = LAB[name][1]
+    objective = registry.lab_spec(name).objective
     steps = cfg.get("train_steps") or {}
     if objective not in steps:
         raise XLError(f"preset {cfg.get('preset')!r}: train_steps has no entry {objective!r} for {name}")
@@ -291,9 +283,8 @@ def steps_of(name: str, cfg: dict) -> int:
 
 def digest_of(name: str, cfg: dict) -> str:
     """Everything that defines a lab model: corpus, tokenizer, sizes, schedule, and its base's digest."""
-    if name not in LAB:
-        raise XLError(f"unknown lab model {name!r}; choose one of {list(LAB)}")
-    _, objective, kind, base = LAB[name]
+    spec = registry.lab_spec(name)
+    objective, kind, base = spec.objective, spec.directions, spec.base
     parts = [VERSION, name, objective, kind, cfg["languages"], cfg["books"], corpus.data_version(),
              lab_tokenizer.spm_path(cfg).parent.name, _settings(cfg, ARCH_KEYS + TRAIN_KEYS), steps_of(name, cfg)]
     if objective == "mlm":
@@ -350,13 +341,12 @@ def parallel_train(cfg: dict) -> pd.DataFrame:
 def lab_model(name: str, cfg: dict | str = "lab", force: bool = False) -> Path:
     """The folder of lab model `name`, training it (and its base) first if it is not saved yet."""
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
-    if name not in LAB:
-        raise XLError(f"unknown lab model {name!r}; choose one of {list(LAB)}")
+    spec = registry.lab_spec(name)
     out_dir = paths.model_dir(cfg["preset"], name)
     digest = digest_of(name, cfg)
     if not force and is_trained(out_dir, digest):
         return out_dir
-    _, objective, kind, base = LAB[name]
+    objective, kind, base = spec.objective, spec.directions, spec.base
     steps = steps_of(name, cfg)
     common = dict(steps=steps, batch_size=cfg["train_batch"], max_length=cfg["model_max_length"], seed=cfg["seed"])
     if objective == "cp":
@@ -440,7 +430,7 @@ def hub_parallel(dataset: str, languages, pivot: str = "en", split: str = "train
     """An English-centric hub corpus in the OPUS-100 layout (e.g. `Helsinki-NLP/opus-100`) as one
     column per language, one row per sentence pair (NaN in the other columns)."""
     hub.require(f"the parallel corpus {dataset!r}", "Pass a DataFrame with one column per language instead "
-                "(xl.corpus.read_parallel_files reads one text file per language).")
+                "(xl.data.corpus.read_parallel_files reads one text file per language).")
     import datasets
 
     configs = set(datasets.get_dataset_config_names(dataset))
@@ -469,7 +459,7 @@ def train_lab_models(cfg: dict | str = "lab", names=None, write: bool = True) ->
     one row per model: model, paper analogue, objective, directions, parameters, steps, seconds,
     trained (False when it was already saved)."""
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
-    names = list(names if names is not None else [n for n in cfg.get("models", LAB) if n in LAB])
+    names = list(names if names is not None else [n for n in cfg.get("models", registry.LAB_MODELS) if registry.is_lab(n)])
     rows = []
     for name in names:
         before = marker(paths.model_dir(cfg["preset"], name))
@@ -478,10 +468,9 @@ def train_lab_models(cfg: dict | str = "lab", names=None, write: bool = True) ->
         elapsed = time.perf_counter() - start
         info = marker(out_dir)
         trained = before is None or before.get("digest") != info["digest"]
-        kind = LAB[name][2]
-        data = f"verse pairs, {KINDS[kind]}" if kind else "monolingual verses"
-        rows.append({"model": name, "analogue": LAB[name][0], "objective": OBJECTIVES[LAB[name][1]],
-                     "data": f"{data} ({info['steps'] * info['batch_size']:,} seen)", "parameters": info["parameters"],
+        spec = registry.lab_spec(name)
+        rows.append({"model": name, "analogue": spec.paper_analogue, "objective": registry.OBJECTIVES[spec.objective],
+                     "data": f"{spec.data} ({info['steps'] * info['batch_size']:,} seen)", "parameters": info["parameters"],
                      "steps": info["steps"], "batch_size": info["batch_size"],
                      "seconds": info["seconds"], "trained": trained, "wall_seconds": round(elapsed, 1)})
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -498,7 +487,7 @@ def training_log(cfg: dict | str = "lab", names=None) -> pd.DataFrame:
     """The loss curves of the saved lab models: model, step, loss."""
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
     rows = []
-    for name in names if names is not None else LAB:
+    for name in names if names is not None else registry.LAB_MODELS:
         info = marker(paths.model_dir(cfg["preset"], name))
         if info:
             rows += [{"model": name, "step": s, "loss": loss} for s, loss in info["log"]]
@@ -508,7 +497,7 @@ def training_log(cfg: dict | str = "lab", names=None) -> pd.DataFrame:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m xl.training", description="Train the lab models of a preset.")
     p.add_argument("--preset", default="lab")
-    p.add_argument("--models", nargs="*", help=f"some of {' '.join(LAB)} (default: all)")
+    p.add_argument("--models", nargs="*", help=f"some of {' '.join(registry.LAB_MODELS)} (default: all)")
     p.add_argument("--force", action="store_true", help="retrain even if saved")
     p.add_argument("--no-eval", action="store_true", help="skip the chrF evaluation")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is much faster on "
@@ -518,11 +507,11 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from xl.runner import parse_params
+    from xl.book.runner import parse_params
 
     cfg = presets.config(args.preset, **parse_params(args.set))
     if args.force:
-        for name in args.models or LAB:
+        for name in args.models or registry.LAB_MODELS:
             d = paths.model_dir(cfg["preset"], name)
             if d.exists():
                 shutil.rmtree(d)
@@ -532,13 +521,13 @@ def main(argv=None) -> None:
     print(summary.to_string(index=False))
     print(f"training total: {total:.1f}s (sum of per-model training: {summary.seconds.sum():.1f}s)")
     if not args.no_eval:
-        from xl import translate
+        from xl.analysis import translation
 
         start = time.perf_counter()
-        quality = translate.mt_quality(cfg, [n for n in (args.models or LAB) if LAB[n][1] in ("cp", "mt")])
+        quality = translation.mt_quality(cfg, [n for n in (args.models or registry.LAB_MODELS) if registry.directions(n)])
         print(quality.round(1).to_string(index=False))
-        print(translate.against_baseline(quality).to_string())
-        cp = quality[quality.model.map(lambda m: LAB[m][1] == "cp")]
+        print(translation.against_baseline(quality).to_string())
+        cp = quality[quality.model.map(lambda m: registry.family(m) == "CP")]
         if len(cp):
             print(f"CP models: mean chrF {cp.groupby('model').chrf.mean().mean():.1f} "
                   f"(source-blind baseline {cp.groupby('model').baseline.mean().mean():.1f})")

@@ -10,9 +10,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from xl.errors import XLError
+from xl.core.errors import XLError
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def root() -> Path:

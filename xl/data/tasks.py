@@ -48,8 +48,9 @@ import sqlite3
 import numpy as np
 import pandas as pd
 
-from xl import corpus, io, languages as langs
-from xl.errors import XLError
+from xl.core import io
+from xl.core.errors import XLError
+from xl.data import corpus, languages as langs
 
 KINDS = ("classification", "pair", "ranking", "tagging", "retrieval")
 METRICS = ("accuracy", "f1", "ndcg", "acc@1")

@@ -9,7 +9,7 @@ import functools
 import os
 import socket
 
-from xl.errors import XLError
+from xl.core.errors import XLError
 
 HUB_HOST = "huggingface.co"
 

@@ -18,8 +18,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from xl.errors import XLError
-from xl.similarity import _f64, _tensor, _unit
+from xl.analysis.similarity import _f64, _tensor, _unit
+from xl.core.errors import XLError
 
 GAP_METRICS = ("same_language_sim", "translation_sim", "unrelated_sim",
                "same_minus_translation", "translation_minus_unrelated")

@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from xl import languages as langs
-from xl.errors import XLError
+from xl.core.errors import XLError
+from xl.models.registry import DIRECTIONS
+from xl.data import languages as langs
 
 IGNORE = -100
 # XLM-R and mBERT predict 15% of the pieces. Trained for a minute, the lab masked LM stays near
@@ -28,8 +29,6 @@ IGNORE = -100
 # verse's paraphrase 80% of the time instead of 29% (Wettig et al. 2023, "Should You Mask 15%
 # in Masked Language Modeling?", also find 40% better).
 MLM_MASK = 0.4
-KINDS = {"m2m": "all directions among the languages", "m2o": "every language into English",
-         "o2m": "English into every language"}
 
 
 def rng_at(seed: int, *keys: int) -> np.random.Generator:
@@ -94,8 +93,8 @@ def mlm_mask(input_ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab
 def directions(kind: str, languages, pivot: str = "en") -> list[tuple[str, str]]:
     """Translation directions of a model: 'm2m' (all ordered pairs), 'm2o' (into English), 'o2m' (from English)."""
     languages = list(languages)
-    if kind not in KINDS:
-        raise XLError(f"unknown translation directions {kind!r}; choose one of {list(KINDS)}")
+    if kind not in DIRECTIONS:
+        raise XLError(f"unknown translation directions {kind!r}; choose one of {list(DIRECTIONS)}")
     if kind != "m2m" and pivot not in languages:
         raise XLError(f"{kind} needs {pivot!r} among the languages, got {languages}")
     if kind == "m2m":

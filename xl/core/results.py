@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from xl import io, paths
-from xl.errors import XLError
+from xl.core import io, paths
+from xl.core.errors import XLError
 
 
 class Store:

@@ -1,8 +1,8 @@
 """Translation with the book's translation models, and its quality (chrF) on held-out sentences.
 
 Translation models are the lab encoder-decoders trained for MT (xl.training) and, at paper
-scale, the mBART-50 MMT models and NLLB (a hub id or a saved folder, see xl.zoo): every
-model that xl.zoo gives translation directions. Greedy decoding, batched by length, the
+scale, the mBART-50 MMT models and NLLB (a hub id or a saved folder, see xl.models.registry): every
+model that xl.models.registry gives translation directions. Greedy decoding, batched by length, the
 source language set on the tokenizer and the target language forced as the first generated
 token (`forced_bos_token_id`), in the model's own language codes (mBART-50's `de_DE` or
 NLLB's `deu_Latn`, read from its tokenizer). `mt_quality` keeps every model's translations on
@@ -17,11 +17,13 @@ import sacrebleu
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from xl import corpus, io, languages as langs, paths, presets, zoo
-from xl.errors import XLError
-from xl.models import locate, quiet_transformers, weights_checksum
-from xl.objectives import directions
-from xl.results import Store
+from xl.core import io, paths, presets
+from xl.core.errors import XLError
+from xl.core.results import Store
+from xl.data import corpus, languages as langs
+from xl.models import registry
+from xl.models.encoder import locate, quiet_transformers, weights_checksum
+from xl.training.objectives import directions
 
 
 def _pretrained(source: str, local: bool):
@@ -34,11 +36,11 @@ def load(name: str, cfg: dict, device=None):
     """(model, tokenizer) of a trained lab encoder-decoder (see xl.training), a saved folder or a hub id.
 
     The model is in eval mode on `device` (default: the GPU if there is one)."""
-    from xl.training import LAB, digest_of, is_trained
+    from xl.training import digest_of, is_trained
 
     quiet_transformers()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if name in LAB and not is_trained(paths.model_dir(cfg["preset"], name), digest_of(name, cfg)):
+    if registry.is_lab(name) and not is_trained(paths.model_dir(cfg["preset"], name), digest_of(name, cfg)):
         raise XLError(f"lab model {name!r} of preset {cfg['preset']!r} is not trained with these parameters: "
                       f"train it first (xl.training.train_lab_models, or python -m xl.training --preset "
                       f"{cfg['preset']})")
@@ -134,7 +136,7 @@ def chrf(hypotheses, references) -> float:
 
 def test_verses(cfg: dict, n: int | None = None) -> pd.DataFrame:
     """A seeded sample of `n` held-out sentences present in every language of the preset: test-split
-    verses of the Bible, FLORES-200 devtest sentences (xl.corpus.held_out)."""
+    verses of the Bible, FLORES-200 devtest sentences (xl.data.corpus.held_out)."""
     test = corpus.held_out(cfg)
     n = n or cfg.get("mt_eval_verses") or 100
     if n < len(test):
@@ -143,18 +145,18 @@ def test_verses(cfg: dict, n: int | None = None) -> pd.DataFrame:
 
 
 def translation_models(cfg: dict) -> list[str]:
-    """The preset's models that translate (MT and CP: xl.zoo.directions), in the preset's order."""
-    return [name for name in cfg["models"] if zoo.directions(name)]
+    """The preset's models that translate (MT and CP: xl.models.registry.directions), in the preset's order."""
+    return [name for name in cfg["models"] if registry.directions(name)]
 
 
 def pairs_of(name: str, cfg: dict, tok=None, wanted=None) -> list[tuple[str, str]]:
     """Those of the `wanted` pairs (default: the preset's `mt_eval_pairs`) in the preset's languages
-    that translation model `name` was trained on (a folder xl.zoo does not know: all directions),
+    that translation model `name` was trained on (a folder xl.models.registry does not know: all directions),
     and, given its tokenizer, has codes for."""
     if wanted is None:
         wanted = [tuple(p.split("-")) for p in cfg.get("mt_eval_pairs") or ["de-en", "en-de"]]
     wanted = [tuple(p) for p in wanted if p[0] in cfg["languages"] and p[1] in cfg["languages"]]
-    kind = zoo.directions(name) or ("m2m" if zoo.family(name) == "?" else None)
+    kind = registry.directions(name) or ("m2m" if registry.family(name) == "?" else None)
     if kind is None:
         raise XLError(f"{name} is not a translation model")
     if kind != "m2m" and "en" not in cfg["languages"]:
@@ -185,7 +187,7 @@ def mt_quality(cfg: dict | str = "lab", models=None, write: bool = True, **decod
         for src, tgt in pairs_of(name, cfg, tok):
             hyp = cached_translate(model, tok, test[src], src, tgt, identity, max_length=cfg.get("model_max_length"),
                                    **decoding)
-            rows.append({"model": zoo.label(name), "src": src, "tgt": tgt, "chrf": chrf(hyp, test[tgt]),
+            rows.append({"model": registry.label(name), "src": src, "tgt": tgt, "chrf": chrf(hyp, test[tgt]),
                          "baseline": baseline[tgt], "verses": len(test)})
         del model
     df = pd.DataFrame(rows, columns=["model", "src", "tgt", "chrf", "baseline", "verses"])
@@ -232,7 +234,7 @@ def examples(cfg: dict | str = "lab", pairs=(("de", "en"), ("en", "zh")), n: int
         for src, tgt in pairs_of(name, cfg, tok, wanted=pairs):
             hyp = translate(model, tok, test[src], src, tgt, max_length=cfg.get("model_max_length"), **DECODING)
             rows += [{"verse": vid, "direction": f"{src}->{tgt}", "source": s, "reference": r,
-                      "model": zoo.label(name), "translation": h}
+                      "model": registry.label(name), "translation": h}
                      for vid, s, r, h in zip(test.index, test[src], test[tgt], hyp)]
         del model
     return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from xl import paths, zoo
-from xl.presets import PRESETS
-from xl.results import Store
+from xl.core import paths
+from xl.core.presets import PRESETS
+from xl.core.results import Store
+from xl.models import registry
 
 FINDINGS = {
     "alignment": "MT (continued) training does not make representations more aligned across languages "
@@ -29,7 +30,7 @@ def _last_layer(df: pd.DataFrame) -> pd.DataFrame:
 
 def _by_family(values: pd.Series) -> pd.Series:
     """Mean over the models of each family; MT and CP are pooled as 'MT/CP'."""
-    families = values.index.map(lambda m: "LM" if zoo.family(m) == "LM" else "MT/CP")
+    families = values.index.map(lambda m: "LM" if registry.family(m) == "LM" else "MT/CP")
     return values.groupby(families).mean()
 
 
@@ -59,8 +60,8 @@ def separability(sep: pd.DataFrame) -> dict:
 def scaling(svd: pd.DataFrame) -> dict:
     last = svd[svd.layer == svd.layer.max()]
     norms = last.groupby("model").sigma_norm.mean()
-    base = zoo.base_of(norms.index)
-    cp = [m for m in norms.index if zoo.family(m) == "CP"]
+    base = registry.base_of(norms.index)
+    cp = [m for m in norms.index if registry.family(m) == "CP"]
     return _verdict("scaling", norms[base], norms[cp].mean(), norms[cp].mean() > norms[base],
                     f"mean ||sigma|| of the last layer's matrices ({base} vs CP models)")
 

@@ -71,15 +71,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from xl import io, paths, tasks as tasklib, zoo
-from xl.errors import XLError
-from xl.results import Store
+from xl.core import io, paths
+from xl.core.errors import XLError
+from xl.core.results import Store
+from xl.data import tasks as tasklib
+from xl.models import registry
 
 CACHE_VERSION = "transfer-v1"
-# Lab models and the paper rows they stand for, model families (LM, MT, CP): xl.zoo.
-PAPER_ANALOGUE = zoo.PAPER_ANALOGUE
-# Lab tasks and the XGLUE columns of Table 1 they stand for.
-TASK_ANALOGUE = {"genre": "NC", "xref": "PAWS-X", "retrieval": None}
 PAPER = "paper (XGLUE, Table 1)"
 
 
@@ -126,7 +124,7 @@ def model_fingerprint(encoder) -> str:
     BERT/XLM-R poolers are left out: no head here reads them, and a checkpoint saved
     without one gets a fresh random pooler at every load.
     """
-    from xl.models import weights_checksum
+    from xl.models.encoder import weights_checksum
     declared = getattr(encoder, "fingerprint", None) or {"name": getattr(encoder, "name", type(encoder.model).__name__)}
     return io.digest("model", declared, type(encoder.model).__name__, type(encoder.tokenizer).__name__,
                      len(encoder.tokenizer), weights_checksum(encoder.model, skip=["pooler."]))
@@ -616,17 +614,17 @@ def build_tasks(cfg: dict, names=None) -> dict:
     names = list(names if names is not None else cfg["transfer_tasks"])
     if cfg.get("corpus") == "bible":
         return tasklib.lab_tasks(cfg, names)
-    from xl import xglue
+    from xl.data import xglue
     return xglue.tasks(cfg, names)
 
 
 def model_label(name: str) -> str:
-    """Row label of a model: lab names as they are, hub ids by the paper's row name (xl.zoo.label)."""
-    return zoo.label(name)
+    """Row label of a model: lab names as they are, hub ids by the paper's row name (xl.models.registry.label)."""
+    return registry.label(name)
 
 
 def _encoder(name, preset, device, memo):
-    from xl.models import load_encoder
+    from xl.models.encoder import load_encoder
     if name not in memo:
         memo[name] = load_encoder(name, preset=preset, device=device)
     return memo[name]
@@ -669,7 +667,7 @@ def _run_workers(todo, tasks, params, preset, device, cache, workers, bar) -> di
             pickle.dump({"tasks": tasks, "jobs": todo, "params": params, "preset": preset,
                          "device": None if device is None else str(device), "cache": cache}, f)
         env = dict(os.environ)
-        package_parent = str(Path(__file__).resolve().parent.parent)
+        package_parent = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join([package_parent] + [x for x in [env.get("PYTHONPATH")] if x])
         code = "import sys; from xl.transfer import _worker_main; _worker_main(sys.argv[1])"
         logs = [open(tmp / f"worker{k}.log", "wb") for k in range(workers)]
@@ -859,7 +857,7 @@ def beside_paper(ours: pd.DataFrame) -> pd.DataFrame:
     paper = paper_table1()
     rows = []
     for model in ours.index:
-        analogue = PAPER_ANALOGUE.get(model, model)
+        analogue = registry.paper_analogue(model)
         row = {("ours", t): ours.loc[model, t] for t in ours.columns}
         if analogue in paper.index:
             row.update({(PAPER, t): paper.loc[analogue, t] for t in paper.columns if t != "family"})
@@ -882,16 +880,16 @@ def agreement(ours: pd.DataFrame, spread: pd.DataFrame | None = None, chance: pd
     from scipy.stats import spearmanr
     paper = paper_table1()
     avg = ours.mean(axis=1)
-    fam = {m: zoo.family(m) for m in ours.index}
+    fam = {m: registry.family(m) for m in ours.index}
     lm = [avg[m] for m in ours.index if fam[m] == "LM"]
     mt = [avg[m] for m in ours.index if fam[m] in ("MT", "CP")]
     lm_mean = float(np.mean(lm)) if lm else float("nan")
     mt_mean = float(np.mean(mt)) if mt else float("nan")
-    matched = [m for m in ours.index if PAPER_ANALOGUE.get(m, m) in paper.index]
+    matched = [m for m in ours.index if registry.paper_analogue(m) in paper.index]
     paper_avg = paper.drop(columns="family").mean(axis=1)
     rho = float("nan")
     if len(matched) >= 3:
-        rho = float(spearmanr([avg[m] for m in matched], [paper_avg[PAPER_ANALOGUE.get(m, m)] for m in matched])[0])
+        rho = float(spearmanr([avg[m] for m in matched], [paper_avg[registry.paper_analogue(m)] for m in matched])[0])
     noise = float(spread.reindex(index=ours.index, columns=ours.columns).stack().mean()) if spread is not None else 0.0
     at_chance = []
     if chance is not None:

@@ -16,7 +16,8 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as spm_pb2
 from transformers import MBart50Tokenizer, XLMRobertaTokenizer
 
-from xl import corpus, io, paths
+from xl.core import io, paths
+from xl.data import corpus
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 
@@ -91,15 +92,15 @@ def model_tokenizers(cfg) -> dict:
     """The tokenizers of the preset's models, by model label: 'lab' (the one every lab model shares)
     and each other model's own, from its folder, the local Hugging Face cache, or the hub (which
     must then be reachable: paper preset)."""
-    from xl import zoo
+    from xl.models import registry
 
     out = {}
     for name in cfg["models"]:
-        if zoo.is_lab(name):
+        if registry.is_lab(name):
             if "lab" not in out:
                 out["lab"] = xlmr_tokenizer(cfg)
         else:
-            out[zoo.label(name)] = pretrained_tokenizer(name)
+            out[registry.label(name)] = pretrained_tokenizer(name)
     return out
 
 
@@ -107,7 +108,7 @@ def pretrained_tokenizer(name: str):
     """The tokenizer of a saved folder or of a hub id (cached, or downloaded where the hub is reachable)."""
     from transformers import AutoTokenizer
 
-    from xl.models import locate, quiet_transformers
+    from xl.models.encoder import locate, quiet_transformers
 
     quiet_transformers()  # fertility tokenizes whole sentences: no warnings about the models' length limits
     source, _, local = locate(name)

@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from xl import hub, io, languages as langs, paths, presets, zoo
-from xl.errors import XLError
+from xl.core import hub, io, paths, presets
+from xl.core.errors import XLError
+from xl.data import languages as langs
+from xl.models import registry
 
 CACHE_VERSION = "reps-v1"
 
@@ -37,14 +39,14 @@ LAB_HINT = "train it first with the models chapter: xl run models --preset {pres
 
 
 def _download_hint(name: str) -> str:
-    folder = f"models/{name.rsplit('/', 1)[-1]}"  # a folder so named is that model to xl.zoo
+    folder = f"models/{name.rsplit('/', 1)[-1]}"  # a folder so named is that model to xl.models.registry
     return (f"On a machine with internet run `huggingface-cli download {name} --local-dir {folder}`, "
             f"copy that folder here and use its path instead of {name!r}.")
 
 
 def _resolve(name: str, preset: str | None) -> tuple[str, Path | None]:
     """(what to pass to from_pretrained, local folder or None for a hub id)."""
-    if name in presets.LAB_MODELS:
+    if name in registry.LAB_MODELS:
         preset = presets.config(preset or "lab")["preset"]
         folder = paths.model_dir(preset, name)
         if not (folder / "config.json").is_file():
@@ -52,14 +54,14 @@ def _resolve(name: str, preset: str | None) -> tuple[str, Path | None]:
                           + LAB_HINT.format(preset=preset))
         return str(folder), folder
     folder = Path(name).expanduser()
-    if zoo.is_local(name) or folder.exists():
+    if registry.is_local(name) or folder.exists():
         if not folder.is_dir():
             raise XLError(f"no such model folder: {folder}")
         if not (folder / "config.json").is_file():
             raise XLError(f"not a model folder: no config.json in {folder} (save models with save_pretrained)")
         return str(folder), folder
     if name.startswith("lab-"):  # a misspelt lab model, not a hub id to look for online
-        raise XLError(f"unknown lab model {name!r}; choose one of {', '.join(presets.LAB_MODELS)}")
+        raise XLError(f"unknown lab model {name!r}; choose one of {', '.join(registry.LAB_MODELS)}")
     return name, None
 
 

@@ -8,8 +8,8 @@ import functools
 
 import pandas as pd
 
-from xl.errors import XLError
-from xl.paths import data_file
+from xl.core.errors import XLError
+from xl.core.paths import data_file
 
 
 @functools.cache
