@@ -113,8 +113,8 @@ def test_cache_key_follows_the_model_folder(folders, tmp_path):
     other = _save("bert", tmp_path / "other")  # same architecture, other weights file
     b = encoder.load_encoder(str(other), device="cpu")
     assert a.fingerprint != b.fingerprint
-    assert a._cache_path(TEXTS, "en", 256) != b._cache_path(TEXTS, "en", 256)
-    assert a._cache_path(TEXTS, "en", 256) != a._cache_path(TEXTS, "de", 256)
+    assert a._cache_key(TEXTS, "en", 256) != b._cache_key(TEXTS, "en", 256)
+    assert a._cache_key(TEXTS, "en", 256) != a._cache_key(TEXTS, "de", 256)
 
 
 @pytest.mark.fault

@@ -18,8 +18,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from xl.analysis.similarity import _f64, _tensor, _unit
+from xl.analysis.similarity import _f64, _tensor
 from xl.core.errors import XLError
+from xl.core.tensors import unit
 
 GAP_METRICS = ("same_language_sim", "translation_sim", "unrelated_sim",
                "same_minus_translation", "translation_minus_unrelated")
@@ -69,7 +70,7 @@ def similarity_gap(reps) -> dict[str, np.ndarray]:
     off = ~torch.eye(g, dtype=torch.bool)
     out = {k: [] for k in GAP_METRICS}
     for layer in reps:
-        u = _unit(_f64(layer, "reps"))
+        u = unit(_f64(layer, "reps"))
         s = u.sum(1)
         all_pairs = s @ s.T                                   # [a, b]: sum over i, j of cos(a_i, b_j)
         same_sentence = torch.einsum("and,bnd->ab", u, u)     # [a, b]: sum over i of cos(a_i, b_i)

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from xl.core.errors import XLError
+from xl.core.tensors import unit
 
 DEFAULT_SIGMA = 0.8  # Kornblith et al.: RBF bandwidth = 0.8 x median pairwise distance
 KERNELS = ("linear", "rbf")
@@ -196,14 +197,10 @@ class Retrieval(NamedTuple):
     mean: float
 
 
-def _unit(t: torch.Tensor) -> torch.Tensor:
-    return t / t.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(t.dtype).tiny)
-
-
 def retrieval_accuracy(X, Y) -> Retrieval:
     """Translation retrieval by cosine nearest neighbour, both directions; chance is 1/n."""
     X, Y = _pair(X, Y, same_width=True)
-    sim = _unit(X) @ _unit(Y).T
+    sim = unit(X) @ unit(Y).T
     target = torch.arange(X.shape[0])
     x_to_y = float((sim.argmax(1) == target).double().mean())
     y_to_x = float((sim.argmax(0) == target).double().mean())
@@ -284,7 +281,7 @@ def _cka_cross(A: torch.Tensor, B: torch.Tensor | None, kernel: str, debiased: b
 
 def _retrieval_cross(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """[a, b]: fraction of rows i of A[a] whose cosine nearest row of B[b] is row i."""
-    A, B = _unit(A), _unit(B)
+    A, B = unit(A), unit(B)
     (ga, n, _), gb = A.shape, B.shape[0]
     rows = max(1, _BLOCK_BYTES // (8 * gb * n))
     target = torch.arange(n)

@@ -17,7 +17,7 @@ import sacrebleu
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from xl.core import io, paths, presets
+from xl.core import io, memo, paths, presets
 from xl.core.errors import XLError
 from xl.core.results import Store
 from xl.data import corpus, languages as langs
@@ -116,13 +116,7 @@ def cached_translate(model, tok, texts, src: str, tgt: str, identity: str | None
     `identity`: the model's `model_identity`, when the caller has it already."""
     texts = list(texts)
     key = io.digest(CACHE_VERSION, identity or model_identity(model, tok), src, tgt, texts, options)
-    path = paths.cache_dir("mt") / f"{key}.json"
-    hit = io.read_json(path, "translation cache")
-    if hit is not None:
-        return hit["hypotheses"]
-    hypotheses = translate(model, tok, texts, src, tgt, **options)
-    io.write_json({"hypotheses": hypotheses}, path)
-    return hypotheses
+    return memo.memo("mt", key, lambda: {"hypotheses": translate(model, tok, texts, src, tgt, **options)})["hypotheses"]
 
 
 # Greedy search; outputs stop at 1.5 x the source length + 10 pieces, and may not repeat a 3-gram of

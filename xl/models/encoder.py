@@ -15,14 +15,14 @@ every layer's output themselves: nothing to do.)
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from xl.core import hub, io, paths, presets
+from xl.core import hub, io, memo, paths, presets
+from xl.core.tensors import max_positions
 from xl.core.errors import XLError
 from xl.data import languages as langs
 from xl.models import registry
@@ -137,30 +137,8 @@ def weights_checksum(model, skip=()) -> list[str]:
             if torch.is_tensor(p) and p.is_floating_point() and not name.startswith(tuple(skip))]
 
 
-def _read_cached(path: Path, shape: tuple) -> np.ndarray | None:
-    """A cached array of `shape`, or None with a warning when the file is truncated or not that array."""
-    try:
-        reps = np.load(path)
-        problem = None if reps.shape == shape else f"shape {reps.shape}, expected {shape}"
-    except (OSError, ValueError, EOFError) as err:
-        problem = f"{type(err).__name__}: {err}"
-    if problem is None:
-        return reps
-    warnings.warn(f"ignoring the unreadable representation cache {path} ({problem}); computing it again",
-                  stacklevel=3)
-    return None
-
-
 def _default_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _max_positions(config) -> int:
-    """The longest input the position embeddings allow (RoBERTa-style models start counting after padding)."""
-    limit = getattr(config, "max_position_embeddings", None) or 10**9
-    if config.model_type in ("xlm-roberta", "roberta"):
-        limit -= config.pad_token_id + 1
-    return limit
 
 
 class Encoder:
@@ -183,7 +161,7 @@ class Encoder:
         self._special_ids = torch.tensor(sorted(special), dtype=torch.long)
         self._vocab = None
         self.fingerprint = fingerprint if fingerprint is not None else {"name": name}
-        self.max_length = min(tokenizer.model_max_length, _max_positions(config))
+        self.max_length = min(tokenizer.model_max_length, max_positions(config) or 10**9)
 
     def __repr__(self):
         return (f"Encoder({self.name!r}, {type(self.model).__name__}, layers={self.num_layers}, "
@@ -242,26 +220,19 @@ class Encoder:
         count = mask.sum(1).clamp(min=1)[:, None]
         return torch.stack([(h.float() * mask[..., None]).sum(1) / count for h in self.hidden_states(batch)])
 
-    def _cache_path(self, texts, lang, max_length) -> Path:
+    def _cache_key(self, texts, lang, max_length) -> str:
         precision = "bf16" if self.device.type == "cuda" else "fp32"
-        key = io.digest(CACHE_VERSION, self.fingerprint, lang, max_length, precision, texts)
-        return paths.cache_dir("reps") / f"{key}.npy"
+        return io.digest(CACHE_VERSION, self.fingerprint, lang, max_length, precision, texts)
 
     def encode(self, texts, lang: str, batch_size: int = 64, cache: bool = True,
                max_length: int = 256) -> np.ndarray:
         """Mean-pooled representations, float32 (layers + 1, len(texts), hidden), cached on disk."""
         texts = [str(t) for t in texts]
         self._set_language(lang)
-        path = self._cache_path(texts, lang, max_length)
-        if cache and path.is_file():
-            reps = _read_cached(path, (self.num_layers + 1, len(texts), self.hidden_size))
-            if reps is not None:
-                return reps
-        reps = self._encode(texts, batch_size, min(max_length, self.max_length))
-        if cache:
-            with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.save(f, reps)
-        return reps
+        shape = (self.num_layers + 1, len(texts), self.hidden_size)
+        return memo.memo("reps", self._cache_key(texts, lang, max_length),
+                         lambda: self._encode(texts, batch_size, min(max_length, self.max_length)), fmt="npy",
+                         enabled=cache, check=lambda a: None if a.shape == shape else f"shape {a.shape}, expected {shape}")
 
     def _encode(self, texts, batch_size, max_length) -> np.ndarray:
         """Batches of similar length (longest first), each padded to its own longest; original order restored."""

@@ -20,8 +20,9 @@ import pandas as pd
 import torch
 
 from xl.core.errors import XLError
-from xl.models.registry import DIRECTIONS
+from xl.core.tensors import pad
 from xl.data import languages as langs
+from xl.models.registry import DIRECTIONS
 
 IGNORE = -100
 # XLM-R and mBERT predict 15% of the pieces. Trained for a minute, the lab masked LM stays near
@@ -117,11 +118,6 @@ def length_batches(lengths, batch_size: int, rng: np.random.Generator, pool: int
         batches += [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
-
-
-def pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
 class Tokenized:
