@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from xl.core.errors import XLError
-from xl.data import corpus, tasks
+from xl.data import corpus, overlap, tasks
 
 
 @pytest.fixture(scope="module")
@@ -141,15 +141,15 @@ def test_overlap_baseline_learns_its_threshold_on_english_and_reads_characters_i
     test = {"en": _pairs([("love your neighbour", "your neighbour love", 1), ("love your neighbour", "he slept", 0)]),
             "zh": _pairs([("爱你的邻舍", "邻舍爱你", 1), ("爱你的邻舍", "他睡了", 0)])}
     task = tasks.Task("pairs", "pair", "accuracy", ["no", "yes"], train, train, test)
-    assert tasks.overlap_units("爱你的邻舍", "zh") == set("爱你的邻舍")  # no spaces: characters
-    assert tasks.overlap_units("Love your neighbour, love!", "en") == {"love", "your", "neighbour"}
-    np.testing.assert_allclose(tasks.overlap(test["en"], "en"), [1.0, 0.0])
-    assert tasks.overlap_baseline(task) == {"en": 1.0, "zh": 1.0}
+    assert overlap.overlap_units("爱你的邻舍", "zh") == set("爱你的邻舍")  # no spaces: characters
+    assert overlap.overlap_units("Love your neighbour, love!", "en") == {"love", "your", "neighbour"}
+    np.testing.assert_allclose(overlap.overlap(test["en"], "en"), [1.0, 0.0])
+    assert overlap.overlap_baseline(task) == {"en": 1.0, "zh": 1.0}
     flipped = tasks.Task("pairs", "pair", "accuracy", ["no", "yes"], train, train,
                          {"en": test["en"].assign(label=1 - test["en"].label)})
-    assert tasks.overlap_baseline(flipped) == {"en": 0.0}
+    assert overlap.overlap_baseline(flipped) == {"en": 0.0}
 
 
 def test_overlap_baseline_needs_a_two_label_pair_task(lab):
     with pytest.raises(XLError, match="two-label pair task"):
-        tasks.overlap_baseline(lab["genre"])
+        overlap.overlap_baseline(lab["genre"])

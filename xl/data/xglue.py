@@ -13,7 +13,7 @@ test split of every language is scored (``validation`` is used instead where a
 test split carries no labels, with a warning). Metrics are XGLUE's: accuracy
 (NC, XNLI, PAWS-X, QAM, QADSM, and POS per word), span F1 (NER, CoNLL/seqeval
 style, micro over entity types), nDCG (WPR, per query over all its candidates,
-gain = relevance label 0-4, averaged over queries; see `xl.data.tasks.ndcg`).
+gain = relevance label 0-4, averaged over queries; see `xl.data.metrics.ndcg`).
 """
 from __future__ import annotations
 
