@@ -9,6 +9,7 @@ from transformers import (BertConfig, BertForMaskedLM, GPT2Config, GPT2Model, M2
                           XLMRobertaConfig, XLMRobertaModel)
 
 from xl.analysis import svd
+from xl.core import hub
 from xl.core.errors import XLError
 
 H, FFN = 32, 64
@@ -243,6 +244,6 @@ def test_paper_table2_layout_and_triangle_inequality():
 
 @pytest.mark.fault
 def test_hub_id_fails_fast_offline(monkeypatch):
-    monkeypatch.setattr(svd.hub, "reachable", lambda: False)
+    monkeypatch.setattr(hub, "reachable", lambda: False)
     with pytest.raises(XLError, match="'no-such-org/no-such-model'.*Hugging Face Hub"):
         svd.encoder_matrices("no-such-org/no-such-model")

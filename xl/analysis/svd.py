@@ -8,8 +8,6 @@ Layers are numbered from 1, as in the paper ("12th layer" = layer 12).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import scipy.linalg
@@ -19,9 +17,9 @@ from transformers import (AutoModel, BertModel, M2M100Model, MBartModel, PreTrai
 from transformers.models.m2m_100.modeling_m2m_100 import M2M100Encoder
 from transformers.models.mbart.modeling_mbart import MBartEncoder
 
-from xl.core import hub
 from xl.core.errors import XLError
 from xl.core.paths import data_file
+from xl.models.encoder import locate, quiet_transformers
 
 MATRICES = ["K", "Q", "V", "Out", "FC up", "FC down"]
 NORM, DIST = "||sigma||", "d"
@@ -42,20 +40,12 @@ ARCHITECTURES = [
 
 
 def load(model_or_path) -> torch.nn.Module:
-    """A loaded model as is; a folder or hub id through AutoModel (hub only if reachable)."""
+    """A loaded model as is; a lab name, folder or hub id through AutoModel (located as every model is)."""
     if isinstance(model_or_path, torch.nn.Module):
         return model_or_path
-    from xl.models.encoder import quiet_transformers
     quiet_transformers()
-    name = str(model_or_path)
-    if Path(name).exists():
-        return AutoModel.from_pretrained(name)
-    try:  # already in the local Hugging Face cache: no network needed
-        return AutoModel.from_pretrained(name, local_files_only=True)
-    except OSError:
-        pass
-    hub.require(f"model {name!r}", "Download it where the hub is reachable (save_pretrained) and pass its folder.")
-    return AutoModel.from_pretrained(name)
+    source, _, local_only = locate(str(model_or_path))
+    return AutoModel.from_pretrained(source, local_files_only=local_only)
 
 
 def _layers(model: torch.nn.Module):
