@@ -24,7 +24,7 @@ def sentences(cfg: dict) -> pd.DataFrame:
     if cfg["corpus"] == "bible":
         wide = corpus.parallel(corpus.bible_frame(cfg["languages"], books=cfg["books"]), cfg["languages"], split="test")
         return wide.sample(min(n, len(wide)), random_state=cfg["seed"]).sort_index()
-    return corpus.load_flores(cfg["languages"], local_dir=cfg.get("flores_dir")).head(n)
+    return corpus.load_flores(cfg["languages"], local_dir=cfg["flores_dir"]).head(n)
 
 
 def encoder(name: str, cfg: dict) -> Encoder:

@@ -179,11 +179,11 @@ def frame(cfg: dict, languages=None) -> pd.DataFrame:
     """
     languages = list(languages if languages is not None else cfg["languages"])
     if cfg["corpus"] == "bible":
-        return bible_frame(languages, books=cfg.get("books"))
+        return bible_frame(languages, books=cfg["books"])
     if cfg["corpus"] == "flores":
         parts = []
         for k, split in enumerate(FLORES_SPLITS):
-            wide = load_flores(languages, split, local_dir=cfg.get("flores_dir"))
+            wide = load_flores(languages, split, local_dir=cfg["flores_dir"])
             long = wide.rename_axis("id").reset_index().melt(id_vars="id", var_name="lang", value_name="text")
             parts.append(long.assign(id=long.id + k * 1_000_000, split=split))
         return pd.concat(parts, ignore_index=True)[["id", "lang", "text", "split"]]
@@ -195,7 +195,7 @@ def held_out(cfg: dict, languages=None) -> pd.DataFrame:
     the Bible's test split (index: verse id), FLORES-200 devtest."""
     languages = list(languages if languages is not None else cfg["languages"])
     if cfg["corpus"] == "flores":
-        return load_flores(languages, HELD_OUT["flores"], local_dir=cfg.get("flores_dir"))
+        return load_flores(languages, HELD_OUT["flores"], local_dir=cfg["flores_dir"])
     return parallel(frame(cfg, languages), languages, HELD_OUT["bible"])  # frame refuses unknown corpora
 
 

@@ -281,9 +281,9 @@ def tasks(cfg: dict, names=None) -> dict[str, Task]:
     names = list(names if names is not None else cfg["transfer_tasks"])
     for name in names:
         spec(name)
-    return {name: load(name, None, cfg.get("xglue_dir"), train_size=cfg.get("transfer_train_size"),
-                       dev_size=cfg.get("transfer_dev_size"), eval_size=cfg.get("transfer_eval_size"),
-                       seed=cfg.get("seed", 0)) for name in names}
+    return {name: load(name, None, cfg["xglue_dir"], train_size=cfg["transfer_train_size"],
+                       dev_size=cfg["transfer_dev_size"], eval_size=cfg["transfer_eval_size"],
+                       seed=cfg["seed"]) for name in names}
 
 
 def write_sample(folder, n: int = 6, seed: int = 0) -> Path:
