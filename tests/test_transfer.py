@@ -1,4 +1,5 @@
 """Fine-tuning and zero-shot evaluation on tiny random transformers (seconds, CPU)."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,11 +14,12 @@ from xl.data import tasks as tasklib
 from xl.data.tasks import Task
 from xl.models import tokenizer as lab_tokenizer
 from xl.models.encoder import Encoder
+from xl.transfer import finetuning, retrieval
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 WORDS_A, WORDS_B = [], []  # two sets of words that are one piece each in the smoke vocabulary (_words)
-FAST = transfer.Params(epochs=4, lr=3e-3, batch_size=16, max_length=32)
+FAST = transfer.FinetuneParams(epochs=4, lr=3e-3, batch_size=16, max_length=32)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -96,7 +98,7 @@ def _toy_tagging(n=160, seed=0):
 
 
 def test_finetune_lab_tasks_one_row_per_language(xlmr, lab, cfg):
-    df = transfer.evaluate(xlmr, lab, seeds=[0], params=transfer.Params.from_config(cfg), progress=False,
+    df = transfer.evaluate(xlmr, lab, seeds=[0], params=transfer.FinetuneParams.from_config(cfg), progress=False,
                            cache=False)
     main = transfer.main_rows(df)
     assert list(df.columns) == ["model", "task", "lang", "seed", "metric", "score"]
@@ -110,7 +112,8 @@ def test_finetune_lab_tasks_one_row_per_language(xlmr, lab, cfg):
 
 def test_encoder_decoder_with_pooled_head(cfg, lab):
     enc = _mbart(cfg)
-    result = transfer.finetune(enc, lab["xref"], 0, transfer.Params.from_config(cfg), cache=False, progress=False)
+    params = transfer.FinetuneParams.from_config(cfg)
+    result = transfer.finetune(enc, lab["xref"], 0, params, cache=False, progress=False)
     assert set(result["scores"]) == set(cfg["languages"])
     assert all(0 <= v <= 1 for v in result["scores"].values())
 
@@ -142,14 +145,14 @@ def test_ranking_runs(cfg, head):
                              "label": label, "group": [i // 4 for i in range(m)]})
 
     task = Task("rank", "ranking", "ndcg", ["bad", "fair", "good"], frame(64), frame(16), {"en": frame(16)})
-    params = transfer.Params(epochs=1, lr=1e-3, max_length=32, pair_head=head)
+    params = transfer.FinetuneParams(epochs=1, lr=1e-3, max_length=32, pair_head=head)
     result = transfer.finetune(_xlmr(cfg, 3, "rank"), task, 0, params, cache=False, progress=False)
     assert 0 < result["scores"]["en"] <= 1
 
 
 def test_deterministic_per_seed(cfg, lab):
     enc = _xlmr(cfg, seed=4, name="det")
-    params = transfer.Params.from_config(cfg)
+    params = transfer.FinetuneParams.from_config(cfg)
     a = transfer.finetune(enc, lab["genre"], 7, params, cache=False, progress=False)
     b = transfer.finetune(enc, lab["genre"], 7, params, cache=False, progress=False)
     assert a["scores"] == b["scores"] and a["dev"] == b["dev"]
@@ -157,21 +160,22 @@ def test_deterministic_per_seed(cfg, lab):
 
 def test_cached_results_are_reused(cfg, lab, monkeypatch):
     enc = _xlmr(cfg, seed=5, name="cache")
-    params = transfer.Params.from_config(cfg)
+    params = transfer.FinetuneParams.from_config(cfg)
     first = transfer.finetune(enc, lab["genre"], 0, params, progress=False)
     assert not first["cached"]
 
     def boom(*args, **kwargs):
         raise AssertionError("fine-tuning ran again instead of reading the cache")
 
-    monkeypatch.setattr(transfer, "_finetune", boom)
+    monkeypatch.setattr(finetuning, "_finetune", boom)
     again = transfer.finetune(enc, lab["genre"], 0, params, progress=False)
     assert again["cached"] and again["scores"] == first["scores"]
     # another seed, other parameters or other weights are not cache hits
     with pytest.raises(AssertionError, match="ran again"):
         transfer.finetune(enc, lab["genre"], 1, params, progress=False)
+    other = transfer.FinetuneParams(epochs=2, lr=1e-3, max_length=64)
     with pytest.raises(AssertionError, match="ran again"):
-        transfer.finetune(enc, lab["genre"], 0, transfer.Params(epochs=2, lr=1e-3, max_length=64), progress=False)
+        transfer.finetune(enc, lab["genre"], 0, other, progress=False)
     with torch.no_grad():
         next(enc.model.parameters()).add_(1.0)
     with pytest.raises(AssertionError, match="ran again"):
@@ -207,7 +211,7 @@ def test_unknown_language_and_bad_parameters(xlmr, lab):
     with pytest.raises(XLError, match="not fine-tuned"):
         transfer.finetune(xlmr, lab["retrieval"], 0, cache=False, progress=False)
     with pytest.raises(XLError):
-        transfer.Params(epochs=0)
+        transfer.FinetuneParams(epochs=0)
 
 
 def test_tables():
@@ -244,11 +248,12 @@ def test_languages_without_a_code_are_skipped_with_a_warning(cfg, lab):
     greek = Task("genre", task.kind, task.metric, task.labels, task.train, task.dev,
                  {"en": task.test["en"], "el": task.test["de"]})
     with pytest.warns(UserWarning, match="no language code"):
-        df = transfer.evaluate(enc, {"genre": greek}, seeds=[0], params=transfer.Params.from_config(cfg),
+        df = transfer.evaluate(enc, {"genre": greek}, seeds=[0], params=transfer.FinetuneParams.from_config(cfg),
                                cache=False, progress=False)
     assert list(df.lang) == ["en"]
 
 
+@pytest.mark.slow
 def test_run_same_rows_with_workers_and_from_cache(cfg, tmp_path, monkeypatch):
     """The preset-level runner: model folders, worker processes, then everything from the cache."""
     folder = tmp_path / "tiny"
@@ -264,8 +269,8 @@ def test_run_same_rows_with_workers_and_from_cache(cfg, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("ran again")
 
-    monkeypatch.setattr(transfer, "_finetune", boom)
-    monkeypatch.setattr(transfer, "_retrieve", boom)
+    monkeypatch.setattr(finetuning, "_finetune", boom)
+    monkeypatch.setattr(retrieval, "_retrieve", boom)
     again = transfer.run(small, models=[str(folder)], write=False, progress=False)
     pd.testing.assert_frame_equal(again, parallel)
 
@@ -286,7 +291,7 @@ def test_match_head_learns_word_overlap(cfg):
         return pd.DataFrame(rows, columns=["text", "text_b", "label"])
 
     task = Task("overlap", "pair", "accuracy", ["different", "same"], frame(320), frame(48), {"en": frame(64)})
-    params = transfer.Params(epochs=5, lr=3e-3, batch_size=16, max_length=32, pair_head="match")
+    params = transfer.FinetuneParams(epochs=5, lr=3e-3, batch_size=16, max_length=32, pair_head="match")
     result = transfer.finetune(_xlmr(cfg, 7, "pairs-match"), task, 0, params, cache=False, progress=False)
     assert result["scores"]["en"] > 0.8
 
@@ -338,7 +343,7 @@ def test_joined_pair_head_learns(cfg):
 def test_presets_define_valid_transfer_settings(preset):
     from xl.data import xglue
     c = xl.config(preset)
-    params = transfer.Params.from_config(c)
+    params = transfer.FinetuneParams.from_config(c)
     assert params.epochs >= 1 and len(c["transfer_seeds"]) >= 1
     known = tasklib.BUILDERS if c["corpus"] == "bible" else xglue.SPECS
     assert set(c["transfer_tasks"]) <= set(known)
