@@ -81,12 +81,9 @@ from xl.transfer.report import (PAPER, PROPORTIONS, above_chance, above_chance_s
                                 summary, table1)
 from xl.transfer.retrieval import retrieve
 
-# The former name, still read by notebooks/transfer.md; drop it once the notebook says FinetuneParams.
-Params = FinetuneParams
-
 __all__ = [
     "BASELINE_SUFFIXES", "CACHE_VERSION", "COLUMNS", "PAPER", "PROPORTIONS", "FinetuneParams", "MatchHead",
-    "Params", "TaskModel", "above_chance", "above_chance_sentence", "agreement", "beside_overlap",
+    "TaskModel", "above_chance", "above_chance_sentence", "agreement", "beside_overlap",
     "beside_paper", "build_tasks", "chance_table", "default_workers", "evaluate", "finetune", "main_rows",
     "max_length", "model_fingerprint", "model_label", "paper_table1", "predict", "relate", "retrieve", "run",
     "run_job", "seed_spread", "summary", "supported_languages", "table1",
