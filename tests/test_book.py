@@ -16,7 +16,10 @@ def test_every_page_is_built(smoke_book):
     for name in runner.toc_notebooks():
         page = html / "book" / "chapters" / f"{name}.html"
         assert page.is_file(), f"missing page for chapter {name}"
-        assert "Traceback" not in page.read_text(), f"chapter {name} shows an error"
+        text = page.read_text()
+        assert "Traceback" not in text, f"chapter {name} shows an error"
+        for plumbing in ("parameters", "injected-parameters"):  # collapsed behind a toggle
+            assert f"tag_{plumbing} tag_hide-cell" in text, f"chapter {name} shows its {plumbing} cell"
     assert (html / "book" / "intro.html").is_file() and (html / "book" / "paper.html").is_file()
     assert "summary" in done.stderr and "ran" in done.stderr
     for table in ("corpus", "training", "mt_quality", "similarity", "separability", "svd", "transfer", "conclusions"):

@@ -116,6 +116,7 @@ def test_hub_models_fail_fast_offline(offline):
     assert time.monotonic() - start < 10
 
 
+@pytest.mark.slow
 def test_every_chapter_runs_at_the_paper_preset(stand_ins, book_root, offline, monkeypatch):
     params = {"models": [str(stand_ins["models"][label]) for label in LABELS], "languages": LANGUAGES,
               "flores_dir": str(stand_ins["flores"]), "xglue_dir": str(stand_ins["xglue"]),

@@ -1,10 +1,11 @@
 """The runner: caching, failures that leave nothing half-written, parameters, the CLI."""
 import json
+import shutil
 
 import pytest
-from conftest import MYST_HEADER
+from conftest import MYST_HEADER, REPO
 
-from xl.book import cli, runner
+from xl.book import cli, imports, runner
 from xl.core.errors import XLError
 
 HEADER = MYST_HEADER
@@ -55,7 +56,10 @@ def test_runs_once_then_uses_the_cache(toy):
     table = toy / "results" / "smoke" / "toy.csv"
     assert table.read_text().count("\n") == 4
     executed = json.loads(runner.executed_path("smoke", "toy").read_text())
-    assert any("injected-parameters" in c["metadata"].get("tags", []) for c in executed["cells"])
+    tags = [set(c["metadata"].get("tags", [])) for c in executed["cells"]]
+    plumbing = [t for t in tags if t & {"parameters", "injected-parameters"}]
+    assert len(plumbing) == 2, "the parameters cell and papermill's injected one"
+    assert all("hide-cell" in t for t in plumbing), "plumbing shown in the book"
     assert runner.run("toy", "smoke").status == "cached"
     assert runner.run("toy", "smoke", force=True).status == "ran"
 
@@ -170,3 +174,52 @@ def test_leftovers_of_a_killed_run_are_cleared(toy):
     runner.run("toy", "smoke")
     assert not stale.exists()
     assert "half" not in (toy / "results" / "smoke" / "toy.csv").read_text()
+
+
+# ---------------------------------------------------------------- the xl files a chapter's key hashes
+
+def test_a_chapter_hashes_only_the_modules_it_imports():
+    chapter = imports.chapter_files(REPO / "notebooks" / "corpus.md")
+    files = {p.relative_to(imports.PACKAGE_DIR).as_posix() for p in chapter}
+    assert {"__init__.py", "data/__init__.py", "data/corpus.py", "book/plots.py"} <= files
+    assert not [f for f in files if f.startswith("transfer/")]
+
+
+TOY_PACKAGE = {  # a fake `xl` package: path -> source
+    "__init__.py": "from xl.core import base\n",
+    "core/__init__.py": "",
+    "core/base.py": "import os\n",
+    "core/lazy.py": "def helper():\n    from xl.core import late\n",
+    "core/late.py": "",
+    "core/rel.py": "from . import base\nfrom .. import tools\n",
+    "tools.py": "CODE = 'import sys; from xl.worker import main; main()'\nARGV = ['python', '-m', 'xl.cli']\n",
+    "worker.py": "", "cli.py": "",
+    "unused.py": "import xl.core.late\n",
+}
+
+
+def test_imports_are_followed_inside_functions_relative_and_in_subprocess_code(tmp_path):
+    package = tmp_path / "xl"
+    for name, text in TOY_PACKAGE.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text)
+    nb = tmp_path / "chapter.md"
+    nb.write_text(MYST_HEADER + "\n```{code-cell} ipython3\n%matplotlib inline\n"
+                  "from xl.core import lazy, rel\nfrom xl.core.base import os\n```\n")
+    files = {p.relative_to(package).as_posix() for p in imports.chapter_files(nb, package)}
+    assert files == {"__init__.py", "core/__init__.py", "core/base.py", "core/lazy.py", "core/late.py",
+                     "core/rel.py", "tools.py", "worker.py", "cli.py"}
+
+
+def test_the_key_changes_with_the_imported_files_only(book_root, tmp_path, monkeypatch):
+    package = tmp_path / "xl"
+    shutil.copytree(imports.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(imports, "PACKAGE_DIR", package)
+    source = runner.notebook_source("corpus")
+    key = runner.chapter_key(source, {"preset": "smoke"})
+    for path in (package / "transfer").rglob("*.py"):
+        path.write_text(path.read_text() + "\n# not imported by the corpus chapter\n")
+    assert runner.chapter_key(source, {"preset": "smoke"}) == key
+    corpus = package / "data" / "corpus.py"
+    corpus.write_text(corpus.read_text() + "\n# imported by it\n")
+    assert runner.chapter_key(source, {"preset": "smoke"}) != key

@@ -220,6 +220,16 @@ def test_config_serves_vendored_widget_javascript():
         assert f"{digest}  {name}" in notes, f"{name} differs from the version noted in LICENSE.txt"
 
 
+def test_config_serves_its_stylesheets():
+    import yaml
+
+    sphinx = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]["config"]
+    static = [ROOT / p for p in sphinx["html_static_path"]]
+    assert "tables.css" in sphinx["html_css_files"]
+    for sheet in sphinx["html_css_files"]:
+        assert any((d / sheet).is_file() for d in static), f"{sheet} is not in {static}"
+
+
 # -- executed notebook -> built book -> browser ------------------------------------------
 
 NOTEBOOK = MYST_HEADER + textwrap.dedent('''\
@@ -311,6 +321,8 @@ def test_built_page_embeds_state_and_local_javascript(widget_book):
         assert (page.parent / src).is_file()
     assert not [s for s in scripts if "jupyter-widgets" in s or "require.min.js" in s]  # no CDN
     assert "require.js" not in (root / "_build" / "html" / "intro.html").read_text()  # only where needed
+    styles = [s.split("?")[0] for s in re.findall(r'<link[^>]*href="([^"]+\.css[^"]*)"', html)]
+    assert "../../_static/tables.css" in styles and (page.parent / "../../_static/tables.css").is_file()
 
 
 @pytest.mark.slow

@@ -1,9 +1,10 @@
 """Execute the book's notebooks with papermill, cached per preset, and build the HTML book.
 
-A notebook is re-executed only when its inputs change: its text, its parameters,
-the `xl` package source, or the data version. Executed notebooks are kept under
-results/<preset>/notebooks/; a failed run leaves neither an executed notebook nor
-any results table behind (tables go to a pending folder, moved in on success).
+A notebook is re-executed only when its inputs change: its text, its parameters, the
+source of the `xl` modules it imports (xl.book.imports), or the data version. Executed
+notebooks are kept under results/<preset>/notebooks/; a failed run leaves neither an
+executed notebook nor any results table behind (tables go to a pending folder, moved in
+on success).
 """
 from __future__ import annotations
 
@@ -17,15 +18,14 @@ import time
 from pathlib import Path
 
 import jupytext
+import nbformat
 import papermill
 import yaml
 
-from xl.book import manifest
+from xl.book import imports, manifest
 from xl.core import io, paths, presets
-from xl.core.errors import XLError
+from xl.core.errors import XLError, did_you_mean
 from xl.data import corpus
-
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 @dataclasses.dataclass
@@ -67,11 +67,6 @@ def toc_notebooks() -> list[str]:
     return [Path(f).stem for f in files if f.startswith("book/chapters/")]
 
 
-def package_digest() -> str:
-    """Hash of the xl package source: a change anywhere in xl/ re-executes the notebooks."""
-    return io.digest(*[p.read_bytes() for p in sorted(PACKAGE_DIR.rglob("*.py"))])
-
-
 def data_digest() -> str:
     data = sorted(p for p in (paths.root() / "data").glob("*") if p.is_file())
     return io.digest(corpus.data_version(), *[p.read_bytes() for p in data])
@@ -93,19 +88,7 @@ def parse_params(items: list[str]) -> dict:
 
 
 def _check_type(key, value, default):
-    if default is None or value is None:
-        return
-    if isinstance(default, bool) or isinstance(value, bool):
-        ok = isinstance(value, bool) and isinstance(default, bool)
-    elif isinstance(default, (int, float)):
-        ok = isinstance(value, (int, float)) and (isinstance(default, float) or isinstance(value, int))
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise XLError(f"parameter {key!r} must be a {type(default).__name__} "
-                      f"(like {default!r}), got {value!r} ({type(value).__name__})")
-    if isinstance(default, (list, dict)) and default and not value:
-        raise XLError(f"parameter {key!r} selects nothing: give at least one value (like {default!r})")
+    presets.check_type(key, value, default)  # the notebook's own parameters, typed by their defaults
 
 
 def notebook_parameters(nb_path: Path, preset: str, params: dict) -> dict:
@@ -118,11 +101,12 @@ def notebook_parameters(nb_path: Path, preset: str, params: dict) -> dict:
             _check_type(key, value, declared[key])
             own[key] = value
         elif key in cfg and key != "preset":
-            _check_type(key, value, cfg[key])
             overrides[key] = value
         else:
             known = sorted((set(declared) | set(cfg)) - {"preset", "overrides", "description"})
-            raise XLError(f"unknown parameter {key!r} for {nb_path.stem}; known: {', '.join(known)}")
+            raise XLError(f"unknown parameter {key!r} for {nb_path.stem}; {did_you_mean(key, known)}"
+                          f"known: {', '.join(known)}")
+    presets.config(preset, **overrides)  # presets.check: each override's type and range, and their consistency
     if overrides:
         own["overrides"] = overrides
     return own
@@ -139,12 +123,17 @@ def notebook_defaults(nb_path: Path) -> dict:
     raise XLError(f"{nb_path} has no cell tagged 'parameters'")
 
 
+def chapter_key(source: Path, parameters: dict) -> str:
+    """What an executed notebook depends on: its text, parameters, the xl files it runs, the data."""
+    return io.digest(source.read_text(), parameters, imports.code_digest(source), data_digest())
+
+
 def run(name: str, preset: str = "lab", params: dict | None = None, force: bool = False) -> RunResult:
     """Execute one notebook (unless cached) and commit its results tables."""
     source = notebook_source(name)
     parameters = notebook_parameters(source, preset, params or {})
     paths.check_writable(paths.results_dir(preset))
-    key = io.digest(source.read_text(), parameters, package_digest(), data_digest())
+    key = chapter_key(source, parameters)
     out = executed_path(preset, name)
     key_file = out.with_suffix(".key")
     if not force and out.is_file() and key_file.is_file() and key_file.read_text() == key:
@@ -186,9 +175,24 @@ def _execute(source: Path, out: Path, parameters: dict, pending: Path) -> None:
                     cell = _source_cell_number(nb, err.cell_index)
                     raise XLError(f"notebook {source.stem!r} failed in code cell {cell} "
                                   f"({_first_line(err.source)}): {err.ename}: {err.evalue}") from None
+                _hide_plumbing(tmp_out)
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+# Cells a reader of the book need not see, collapsed behind a toggle (myst-nb's `hide-cell` hides
+# input and output): the parameters cell and papermill's injected values.
+PLUMBING_TAGS = ("parameters", "injected-parameters")
+
+
+def _hide_plumbing(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if any(tag in PLUMBING_TAGS for tag in tags) and "hide-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-cell"]
+    nbformat.write(nb, path)
 
 
 def _source_cell_number(nb, index: int) -> int:
