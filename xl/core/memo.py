@@ -17,6 +17,8 @@ import numpy as np
 from xl.core import io, paths
 
 FORMATS = ("json", "npy")
+# what each cache holds, as warnings name it
+WHAT = {"reps": "representation cache", "mt": "translation cache", "transfer": "transfer cache"}
 
 
 def path(cache: str, key: str, fmt: str = "json") -> Path:
@@ -29,17 +31,17 @@ def read(cache: str, key: str, fmt: str = "json", check: Callable[[object], str 
     """The stored result, or None when there is none or it is unreadable (then with a warning).
 
     check(value) returns a description of what is wrong with a value read (e.g. its shape), or None."""
-    file = path(cache, key, fmt)
+    file, what = path(cache, key, fmt), WHAT.get(cache, f"{cache} cache")
     if not file.is_file():
         return None
     try:
-        value = io.read_json(file, f"{cache} cache") if fmt == "json" else np.load(file)
+        value = io.read_json(file, what) if fmt == "json" else np.load(file)
     except (OSError, ValueError, EOFError) as err:  # a truncated or garbled .npy
         value, problem = None, f"{type(err).__name__}: {err}"
     else:
         problem = check(value) if (check and value is not None) else None
     if problem is not None:
-        warnings.warn(f"ignoring the unreadable {cache} cache {file} ({problem}); computing it again", stacklevel=3)
+        warnings.warn(f"ignoring the unreadable {what} {file} ({problem}); computing it again", stacklevel=3)
         return None
     return value
 

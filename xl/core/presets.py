@@ -4,155 +4,254 @@
 (the default), `paper` with the paper's Hugging Face models on a GPU.
 Notebooks take a `preset` parameter and read everything else from here;
 any key can be overridden with `xl run NOTEBOOK -p key=value`.
+
+Every key is declared once in KEYS: its value in `lab`, its type, the values it
+allows and what it means. `smoke` and `paper` (DELTAS) give only the keys in
+which they differ from `lab`. `config` and `check` refuse a value of the wrong
+type, out of range, or inconsistent with another key, naming what is allowed.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
+from typing import Any, Callable
 
 import pandas as pd
 
-from xl.core.errors import XLError
-from xl.models.registry import LAB_MODELS, PAPER_MODELS
+from xl.core.errors import XLError, did_you_mean
+from xl.data import languages as langs
+from xl.models.registry import LAB_MODELS, OBJECTIVES, PAPER_MODELS, misspelt_lab_model
 
 LAB_LANGUAGES = ["en", "de", "fr", "es", "ru", "ar", "hi", "tr", "vi", "zh"]
 
-PRESETS: dict[str, dict] = {
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What a value may be (each entry of a list, each value of a dict): `says` it, `ok` tests it;
+    `choices`, when given, are the names a wrong value is compared with for "did you mean"."""
+    says: str
+    ok: Callable[[Any], bool]
+    choices: Callable[[], Any] | None = None
+
+
+def one_of(*names: str) -> Rule:
+    return Rule(f"one of {', '.join(names)}", lambda v: v in names, lambda: names)
+
+
+def _is_pair(value: str) -> bool:
+    src, sep, tgt = value.partition("-")
+    return bool(sep) and src in langs.table().index and tgt in langs.table().index
+
+
+def _is_model(name: str) -> bool:
+    return name in LAB_MODELS or not (name.startswith("lab-") or misspelt_lab_model(name))
+
+
+POSITIVE = Rule("> 0", lambda v: v > 0)
+NOT_NEGATIVE = Rule(">= 0", lambda v: v >= 0)
+FRACTION = Rule("in [0, 1)", lambda v: 0 <= v < 1)
+LANGUAGE = Rule("a language code of data/languages.csv", lambda v: v in langs.table().index,
+                lambda: langs.table().index)
+PAIR = Rule("'xx-yy', two language codes of data/languages.csv", _is_pair)
+MODEL = Rule(f"a lab model ({', '.join(LAB_MODELS)}), a hub id or a model folder", _is_model, lambda: LAB_MODELS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    default: Any  # the value in `lab`
+    kind: type  # bool, int, float (an int will do), str, list or dict
+    doc: str
+    rule: Rule | None = None  # for the value; for each entry of a list, each value of a dict
+    item: type | None = None  # the type of each entry of a list, each value of a dict
+    keys: Rule | None = None  # for the keys of a dict
+    none: str = ""  # what None means, for keys a preset sets to None; "": None is not allowed
+
+
+KEYS: dict[str, Key] = dict(
+    description=Key("a laptop CPU, offline: 10 languages of the Bible corpus, small models trained here", str,
+                    "what the preset is for (xl presets)"),
+    corpus=Key("bible", str, "the parallel corpus: the Bible (offline) or FLORES-200", one_of("bible", "flores")),
+    languages=Key(LAB_LANGUAGES, list, "the languages studied", LANGUAGE, item=str),
+    books=Key(None, list, "Bible books by number (1 Genesis, 66 Revelation)", POSITIVE, item=int,
+              none="all books"),
+    vocab_size=Key(8000, int, "pieces of the lab SentencePiece tokenizer", POSITIVE, none="no lab tokenizer"),
+    tokenizer_verses_per_language=Key(12000, int, "verses per language the lab tokenizer learns from", POSITIVE,
+                                      none="no lab tokenizer"),
+    analysis_verses=Key(1000, int, "aligned verses (sentences) per language in the analyses", POSITIVE),
+    flores_dir=Key(None, str, "the unpacked FLORES-200 release, for machines without the hub", none="the hub"),
+    models=Key(LAB_MODELS, list, "the models compared (offline hub models: see xl.models.registry)", MODEL,
+               item=str),
+    seed=Key(0, int, "the seed of every sample, initialisation and shuffle", NOT_NEGATIVE),
+    # lab models (xl.training): sizes, schedule, translation quality check
+    model_dim=Key(128, int, "hidden size of the lab models", POSITIVE, none="hub models only"),
+    model_layers=Key(4, int, "encoder layers (every lab model)", POSITIVE, none="hub models only"),
+    model_decoder_layers=Key(2, int, "decoder layers (lab encoder-decoders)", POSITIVE, none="hub models only"),
+    model_ffn=Key(512, int, "feed-forward size of the lab models", POSITIVE, none="hub models only"),
+    model_heads=Key(4, int, "attention heads of the lab models (they split model_dim)", POSITIVE,
+                    none="hub models only"),
+    model_max_length=Key(96, int, "pieces per verse, language code and </s> included", POSITIVE),
+    train_batch=Key(32, int, "examples per training step", POSITIVE),
+    train_lr=Key(1e-3, float, "peak learning rate of training", POSITIVE),
+    train_warmup=Key(0.06, float, "learning-rate warm-up, a fraction of the steps", FRACTION),
+    # a masked-LM step costs about a third of a translation step (xl.training.MaskedPositionsOnly);
+    # 500 steps left it near unigram loss
+    train_steps=Key({"mlm": 1200, "dae": 800, "cp": 600, "mt": 600}, dict,
+                    "training steps per objective (xl.models.registry.OBJECTIVES)", POSITIVE, item=int,
+                    keys=one_of(*OBJECTIVES)),
+    train_checkpoint_every=Key(200, int, "steps between checkpoints", POSITIVE),
+    train_log_every=Key(10, int, "steps between logged losses", POSITIVE),
+    mt_eval_verses=Key(100, int, "held-out verses per translation direction", POSITIVE),
+    mt_eval_pairs=Key(["de-en", "fr-en", "ru-en", "zh-en", "hi-en", "en-de", "en-fr", "en-ru", "en-zh", "en-hi",
+                       "de-fr", "es-ru"], list,
+                      "directions scored: those of a preset's languages that a model was trained on", PAIR,
+                      item=str),
+    transfer_tasks=Key(["genre", "xref", "retrieval"], list, "xl.data.tasks (lab) or xl.data.xglue (paper) names",
+                       item=str),
+    transfer_seeds=Key([0, 1, 2], list, "fine-tuning seeds, one run each", NOT_NEGATIVE, item=int),
+    transfer_train_size=Key(400, int, "English training examples", POSITIVE, none="all"),
+    transfer_dev_size=Key(150, int, "English dev examples for epoch selection", POSITIVE, none="all"),
+    # xref has 360 test pairs: all of them, so 0.56 is told from chance (p < 0.01)
+    transfer_eval_size=Key(400, int, "test examples per language", POSITIVE, none="all"),
+    transfer_epochs=Key(3, int, "fine-tuning epochs", POSITIVE),
+    transfer_lr=Key(1e-3, float, "fine-tuning learning rate", POSITIVE),
+    transfer_batch_size=Key(8, int, "fine-tuning examples per step", POSITIVE),
+    transfer_max_length=Key(64, int, "pieces per fine-tuning example", POSITIVE),
+    transfer_pair_head=Key("match", str, "cross (one joined sequence, XGLUE's) or match (late interaction): "
+                           "xl.transfer", one_of("cross", "match")),
+    transfer_head_norm=Key(True, bool, "standardise pooled vectors before the head (weakly trained lab models)"),
+    xglue_dir=Key(None, str, "a local copy of XGLUE's release (xglue_full_dataset)", none="the hub"),
+)
+
+DELTAS: dict[str, dict] = {
     "smoke": dict(
         description="seconds, for tests: 4 languages, 3 books, tiny models",
-        corpus="bible",
-        languages=["en", "de", "ru", "zh"],
-        books=[1, 19, 43],
-        vocab_size=2000,
-        tokenizer_verses_per_language=2000,
-        analysis_verses=64,
-        flores_dir=None,
-        models=LAB_MODELS,
-        seed=0,
-        # lab models (xl.training): sizes, schedule, translation quality check
-        model_dim=32,
-        model_layers=2,  # encoder layers (every lab model)
-        model_decoder_layers=1,
-        model_ffn=64,
-        model_heads=2,
-        model_max_length=32,  # pieces per verse, language code and </s> included
-        train_batch=8,
-        train_lr=1e-3,
-        train_warmup=0.1,  # fraction of the steps
-        train_steps={"mlm": 10, "dae": 10, "cp": 10, "mt": 10},
-        train_checkpoint_every=5,
-        train_log_every=2,
-        mt_eval_verses=8,  # held-out verses per translation direction
-        mt_eval_pairs=["de-en", "fr-en", "ru-en", "zh-en", "hi-en", "en-de", "en-fr", "en-ru", "en-zh", "en-hi",
-                       "de-fr", "es-ru"],  # those of a preset's languages that a model was trained on
-        transfer_tasks=["genre", "xref", "retrieval"],  # xl.tasks (lab) or xl.xglue (paper) names
-        transfer_seeds=[0],
-        transfer_train_size=64,  # English training examples (None: all)
-        transfer_dev_size=32,  # English dev examples for epoch selection
-        transfer_eval_size=32,  # test examples per language
-        transfer_epochs=1,
-        transfer_lr=1e-3,
-        transfer_batch_size=16,
-        transfer_max_length=64,
-        transfer_pair_head="match",  # cross (one joined sequence, XGLUE's) or match (late interaction): xl.transfer
-        transfer_head_norm=True,  # standardise pooled vectors before the head (weakly trained lab models)
-        xglue_dir=None,  # a local copy of XGLUE's release (xglue_full_dataset), else the hub
+        languages=["en", "de", "ru", "zh"], books=[1, 19, 43], vocab_size=2000,
+        tokenizer_verses_per_language=2000, analysis_verses=64,
+        model_dim=32, model_layers=2, model_decoder_layers=1, model_ffn=64, model_heads=2, model_max_length=32,
+        train_batch=8, train_warmup=0.1, train_steps={"mlm": 10, "dae": 10, "cp": 10, "mt": 10},
+        train_checkpoint_every=5, train_log_every=2, mt_eval_verses=8,
+        transfer_seeds=[0], transfer_train_size=64, transfer_dev_size=32, transfer_eval_size=32,
+        transfer_epochs=1, transfer_batch_size=16,
     ),
-    "lab": dict(
-        description="a laptop CPU, offline: 10 languages of the Bible corpus, small models trained here",
-        corpus="bible",
-        languages=LAB_LANGUAGES,
-        books=None,
-        vocab_size=8000,
-        tokenizer_verses_per_language=12000,
-        analysis_verses=1000,
-        flores_dir=None,
-        models=LAB_MODELS,
-        seed=0,
-        model_dim=128,
-        model_layers=4,
-        model_decoder_layers=2,
-        model_ffn=512,
-        model_heads=4,
-        model_max_length=96,
-        train_batch=32,
-        train_lr=1e-3,
-        train_warmup=0.06,
-        # a masked-LM step costs about a third of a translation step (xl.training.MaskedPositionsOnly);
-        # 500 steps left it near unigram loss
-        train_steps={"mlm": 1200, "dae": 800, "cp": 600, "mt": 600},
-        train_checkpoint_every=200,
-        train_log_every=10,
-        mt_eval_verses=100,
-        mt_eval_pairs=["de-en", "fr-en", "ru-en", "zh-en", "hi-en", "en-de", "en-fr", "en-ru", "en-zh", "en-hi",
-                       "de-fr", "es-ru"],
-        transfer_tasks=["genre", "xref", "retrieval"],
-        transfer_seeds=[0, 1, 2],
-        transfer_train_size=400,
-        transfer_dev_size=150,
-        transfer_eval_size=400,  # xref has 360 test pairs: all of them, so 0.56 is told from chance (p < 0.01)
-        transfer_epochs=3,
-        transfer_lr=1e-3,
-        transfer_batch_size=8,
-        transfer_max_length=64,
-        transfer_pair_head="match",
-        transfer_head_norm=True,
-        xglue_dir=None,
-    ),
+    "lab": {},
     "paper": dict(
         description="a GPU with internet (Colab): the paper's Hugging Face models, FLORES-200 and XGLUE",
         corpus="flores",
         # XNLI's languages that every paper model has a code for (mBART-50 lacks el and bg)
         languages=["en", "de", "fr", "es", "ru", "ar", "hi", "tr", "vi", "zh", "sw", "th", "ur"],
-        books=None,
-        vocab_size=None,
-        tokenizer_verses_per_language=None,
-        analysis_verses=1000,
-        flores_dir=None,  # the unpacked FLORES-200 release, for machines without the hub
-        models=list(PAPER_MODELS.values()),  # hub ids, or folders named after them (offline: see xl.models.registry)
-        seed=0,
-        model_dim=None,  # hub models; the train_* keys are for xl.training.continue_pretraining of a hub mBART
-        model_layers=None,
-        model_decoder_layers=None,
-        model_ffn=None,
-        model_heads=None,
-        model_max_length=128,
-        train_batch=16,
-        train_lr=3e-5,
-        train_warmup=0.1,
-        train_steps={"cp": 2000},
-        train_checkpoint_every=500,
-        train_log_every=50,
-        mt_eval_verses=200,
-        mt_eval_pairs=["de-en", "fr-en", "ru-en", "zh-en", "hi-en", "en-de", "en-fr", "en-ru", "en-zh", "en-hi",
-                       "de-fr", "es-ru"],
+        vocab_size=None, tokenizer_verses_per_language=None,
+        models=list(PAPER_MODELS.values()),  # hub ids, or folders named after them
+        # hub models; the train_* keys are for xl.training.continue_pretraining of a hub mBART
+        model_dim=None, model_layers=None, model_decoder_layers=None, model_ffn=None, model_heads=None,
+        model_max_length=128, train_batch=16, train_lr=3e-5, train_warmup=0.1, train_steps={"cp": 2000},
+        train_checkpoint_every=500, train_log_every=50, mt_eval_verses=200,
         transfer_tasks=["NC", "XNLI", "PAWS-X", "QAM", "QADSM", "WPR", "NER", "POS"],
-        transfer_seeds=[0, 1, 2],
-        transfer_train_size=None,
-        transfer_dev_size=None,
-        transfer_eval_size=None,
-        transfer_epochs=3,
-        transfer_lr=2e-5,
-        transfer_batch_size=32,
-        transfer_max_length=128,
-        transfer_pair_head="cross",
+        transfer_train_size=None, transfer_dev_size=None, transfer_eval_size=None,
+        transfer_lr=2e-5, transfer_batch_size=32, transfer_max_length=128, transfer_pair_head="cross",
         transfer_head_norm=False,
-        xglue_dir=None,
     ),
 }
 
+PRESETS: dict[str, dict] = {name: {k: copy.deepcopy(delta.get(k, spec.default)) for k, spec in KEYS.items()}
+                            for name, delta in DELTAS.items()}
+
 
 def config(preset: str = "lab", **overrides) -> dict:
-    """The parameters of a preset, with `overrides` (None means: keep the preset's value)."""
+    """The parameters of a preset, with `overrides` (None means: keep the preset's value), checked."""
     if preset not in PRESETS:
-        raise XLError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        raise XLError(f"unknown preset {preset!r}; {did_you_mean(preset, PRESETS)}"
+                      f"choose one of: {', '.join(PRESETS)}")
     cfg = copy.deepcopy(PRESETS[preset])
-    for key, value in overrides.items():
-        if key not in cfg:
-            raise XLError(f"unknown parameter {key!r} for preset {preset!r}; known: {', '.join(cfg)}")
-        if value is not None:
-            cfg[key] = value
+    for name in overrides:
+        if name not in cfg:
+            raise XLError(f"unknown parameter {name!r} for preset {preset!r}; {did_you_mean(name, cfg)}"
+                          f"known: {', '.join(cfg)}")
+    changed = {name: value for name, value in overrides.items() if value is not None}
+    for name, value in changed.items():  # against the other keys as changed, this one as in the preset
+        check(name, value, {**cfg, **changed, name: cfg[name]})
+    cfg.update(copy.deepcopy(changed))
     cfg["preset"] = preset
     return cfg
+
+
+def check(name: str, value, cfg: dict | None = None) -> None:
+    """Raise an XLError unless `value` is one that preset key `name` allows: its type, its range,
+    and its consistency with the other keys of `cfg` (the configuration it goes into; its own value
+    there, if not None, is the example of the type in messages)."""
+    if name not in KEYS:
+        raise XLError(f"unknown preset key {name!r}; {did_you_mean(name, KEYS)}known: {', '.join(KEYS)}")
+    spec, cfg = KEYS[name], cfg or {}
+    if value is None:
+        if not spec.none:
+            raise XLError(f"parameter {name!r} must be a {spec.kind.__name__}, got None")
+        return
+    like = next((v for v in (cfg.get(name), spec.default, *(p[name] for p in PRESETS.values())) if v is not None),
+                None)
+    if like is None and not isinstance(value, spec.kind):  # a key that every preset leaves at None
+        raise XLError(f"parameter {name!r} must be a {spec.kind.__name__}, got {value!r} ({type(value).__name__})")
+    check_type(name, value, like)
+    _check_entries(name, value, spec)
+    for problem in (rule(name, {**cfg, name: value}) for rule in CONSISTENCY.get(name, [])):
+        if problem:
+            raise XLError(problem)
+
+
+def check_type(name: str, value, default) -> None:
+    """Raise unless `value` has the type of `default` (an int will do for a float; a list or dict
+    `default` holds something: so must `value`). None on either side passes."""
+    if default is None or value is None:
+        return
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(value, bool) and isinstance(default, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and (isinstance(default, float) or isinstance(value, int))
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise XLError(f"parameter {name!r} must be a {type(default).__name__} "
+                      f"(like {default!r}), got {value!r} ({type(value).__name__})")
+    if isinstance(default, (list, dict)) and default and not value:
+        raise XLError(f"parameter {name!r} selects nothing: give at least one value (like {default!r})")
+
+
+def _check_entries(name: str, value, spec: Key) -> None:
+    """The rule (and item type) for the value itself, each entry of a list, each key and value of a dict."""
+    if isinstance(value, dict):
+        if spec.keys:
+            _apply(spec.keys, list(value), f"parameter {name!r} keys")
+        entries, what = list(value.values()), f"parameter {name!r} values"
+    elif isinstance(value, list):
+        entries, what = value, f"parameter {name!r} entries"
+    else:
+        entries, what = [value], f"parameter {name!r}"
+    if spec.item:
+        wrong = [v for v in entries if not isinstance(v, spec.item) or isinstance(v, bool) != (spec.item is bool)]
+        if wrong:
+            raise XLError(f"{what} must be of type {spec.item.__name__}, got {wrong[0]!r} in {value!r}")
+    if spec.rule:
+        _apply(spec.rule, entries, what)
+
+
+def _apply(rule: Rule, entries: list, what: str) -> None:
+    for entry in entries:
+        if not rule.ok(entry):
+            hint = did_you_mean(entry, rule.choices()).strip() if rule.choices and isinstance(entry, str) else ""
+            raise XLError(f"{what} must be {rule.says}, got {entry!r}" + (f"; {hint}" if hint else ""))
+
+
+def _heads_divide_dim(name: str, cfg: dict) -> str | None:
+    dim, heads = cfg.get("model_dim"), cfg.get("model_heads")
+    if dim is not None and heads is not None and dim % heads:
+        return (f"parameter {name!r}: model_dim={dim} must be divisible by model_heads={heads} "
+                f"(each head takes model_dim / model_heads dimensions)")
+    return None
+
+
+# rules between keys, by the keys they read: (key, cfg with the key's new value) -> problem or None
+CONSISTENCY: dict[str, list[Callable[[str, dict], str | None]]] = {
+    "model_dim": [_heads_divide_dim],
+    "model_heads": [_heads_divide_dim],
+}
 
 
 def table() -> pd.DataFrame:

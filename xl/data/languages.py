@@ -8,7 +8,7 @@ import functools
 
 import pandas as pd
 
-from xl.core.errors import XLError
+from xl.core.errors import XLError, did_you_mean
 from xl.core.paths import data_file
 
 
@@ -30,7 +30,8 @@ def check(languages, available=None, what="the corpus") -> list[str]:
     languages = [languages] if isinstance(languages, str) else list(languages)
     unknown = [lang for lang in languages if lang not in available]
     if unknown:
-        raise XLError(f"unknown language code(s) {unknown} for {what}; available: {' '.join(available)}")
+        raise XLError(f"unknown language code(s) {unknown} for {what}; {did_you_mean(unknown[0], available)}"
+                      f"available: {' '.join(available)}")
     if not languages:
         raise XLError("empty language selection")
     return languages

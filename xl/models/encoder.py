@@ -60,7 +60,10 @@ def _resolve(name: str, preset: str | None) -> tuple[str, Path | None]:
         if not (folder / "config.json").is_file():
             raise XLError(f"not a model folder: no config.json in {folder} (save models with save_pretrained)")
         return str(folder), folder
-    if name.startswith("lab-"):  # a misspelt lab model, not a hub id to look for online
+    meant = registry.misspelt_lab_model(name)  # a misspelt lab model, not a hub id to look for online
+    if meant:
+        raise XLError(f"unknown model {name!r}; did you mean {meant!r}?")
+    if name.startswith("lab-"):
         raise XLError(f"unknown lab model {name!r}; choose one of {', '.join(registry.LAB_MODELS)}")
     return name, None
 

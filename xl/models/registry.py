@@ -9,6 +9,7 @@ is (`huggingface-cli download ID --local-dir models/<last part of ID>`).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from pathlib import Path
 
 from xl.core.errors import XLError
@@ -119,3 +120,13 @@ def base_of(names) -> str | None:
     labels = {label(n): n for n in names}
     bases = sorted({m.base for m in MODELS.values() if m.family == "CP"}, key=lambda b: not is_lab(b))
     return next((labels[b] for b in bases if b in labels), None)
+
+
+def misspelt_lab_model(name: str) -> str | None:
+    """The lab model that `name` (no slash, neither a lab model, a paper hub id nor a folder) is
+    probably a typo of: 'lab-mlmm' -> 'lab-mlm'; None when it is close to none (a hub id)."""
+    name = str(name)
+    if "/" in name or name in LAB_MODELS or name in PAPER_MODELS.values() or is_local(name):
+        return None
+    close = difflib.get_close_matches(name, LAB_MODELS, n=1, cutoff=0.75)  # hub ids like 'gpt2' stay clear
+    return close[0] if close else None
