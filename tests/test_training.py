@@ -13,7 +13,7 @@ from xl.core import hub, paths
 from xl.core.errors import XLError
 from xl.data import languages
 from xl.models import registry, tokenizer
-from xl.training import objectives
+from xl.training import continued, lab, objectives
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -224,7 +224,8 @@ def test_saved_model_is_reused_and_retrained_when_parameters_change(trained, cfg
     def boom(*a, **k):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr(training, "fit", boom)
+    monkeypatch.setattr(lab, "fit", boom)  # where lab_model and continue_pretraining look it up
+    monkeypatch.setattr(continued, "fit", boom)
     for name in registry.LAB_MODELS:
         assert training.lab_model(name, cfg) == paths.model_dir("smoke", name)
     changed = {**cfg, "train_steps": {**cfg["train_steps"], "dae": cfg["train_steps"]["dae"] + 1}}

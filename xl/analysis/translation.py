@@ -23,6 +23,8 @@ from xl.core.results import Store
 from xl.data import corpus, languages as langs
 from xl.models import registry
 from xl.models.encoder import locate, quiet_transformers, weights_checksum
+from xl.models.store import is_trained
+from xl.training.lab import digest_of
 from xl.training.objectives import directions
 
 
@@ -36,14 +38,11 @@ def load(name: str, cfg: dict, device=None):
     """(model, tokenizer) of a trained lab encoder-decoder (see xl.training), a saved folder or a hub id.
 
     The model is in eval mode on `device` (default: the GPU if there is one)."""
-    from xl.training import digest_of, is_trained
-
     quiet_transformers()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if registry.is_lab(name) and not is_trained(paths.model_dir(cfg["preset"], name), digest_of(name, cfg)):
         raise XLError(f"lab model {name!r} of preset {cfg['preset']!r} is not trained with these parameters: "
-                      f"train it first (xl.training.train_lab_models, or python -m xl.training --preset "
-                      f"{cfg['preset']})")
+                      f"train it first (xl.training.train_lab_models, or xl train --preset {cfg['preset']})")
     source, _, local = locate(name, cfg["preset"])
     model, tok = _pretrained(source, local)
     return model.to(device).eval(), tok
@@ -132,7 +131,7 @@ def test_verses(cfg: dict, n: int | None = None) -> pd.DataFrame:
     """A seeded sample of `n` held-out sentences present in every language of the preset: test-split
     verses of the Bible, FLORES-200 devtest sentences (xl.data.corpus.held_out)."""
     test = corpus.held_out(cfg)
-    n = n or cfg.get("mt_eval_verses") or 100
+    n = n or cfg["mt_eval_verses"]
     if n < len(test):
         test = test.sample(n=n, random_state=cfg["seed"]).sort_index()
     return test
@@ -148,7 +147,7 @@ def pairs_of(name: str, cfg: dict, tok=None, wanted=None) -> list[tuple[str, str
     that translation model `name` was trained on (a folder xl.models.registry does not know: all directions),
     and, given its tokenizer, has codes for."""
     if wanted is None:
-        wanted = [tuple(p.split("-")) for p in cfg.get("mt_eval_pairs") or ["de-en", "en-de"]]
+        wanted = [tuple(p.split("-")) for p in cfg["mt_eval_pairs"]]
     wanted = [tuple(p) for p in wanted if p[0] in cfg["languages"] and p[1] in cfg["languages"]]
     kind = registry.directions(name) or ("m2m" if registry.family(name) == "?" else None)
     if kind is None:
@@ -179,7 +178,7 @@ def mt_quality(cfg: dict | str = "lab", models=None, write: bool = True, **decod
         model, tok = load(name, cfg)
         identity = model_identity(model, tok)  # once per model, not per direction
         for src, tgt in pairs_of(name, cfg, tok):
-            hyp = cached_translate(model, tok, test[src], src, tgt, identity, max_length=cfg.get("model_max_length"),
+            hyp = cached_translate(model, tok, test[src], src, tgt, identity, max_length=cfg["model_max_length"],
                                    **decoding)
             rows.append({"model": registry.label(name), "src": src, "tgt": tgt, "chrf": chrf(hyp, test[tgt]),
                          "baseline": baseline[tgt], "verses": len(test)})
@@ -226,7 +225,7 @@ def examples(cfg: dict | str = "lab", pairs=(("de", "en"), ("en", "zh")), n: int
     for name in models:
         model, tok = load(name, cfg)
         for src, tgt in pairs_of(name, cfg, tok, wanted=pairs):
-            hyp = translate(model, tok, test[src], src, tgt, max_length=cfg.get("model_max_length"), **DECODING)
+            hyp = translate(model, tok, test[src], src, tgt, max_length=cfg["model_max_length"], **DECODING)
             rows += [{"verse": vid, "direction": f"{src}->{tgt}", "source": s, "reference": r,
                       "model": registry.label(name), "translation": h}
                      for vid, s, r, h in zip(test.index, test[src], test[tgt], hyp)]

@@ -1,14 +1,16 @@
-"""The `xl` command line: run one notebook, build the book, show presets, manage caches."""
+"""The `xl` command line: run one notebook, build the book, train the lab models, show presets, manage caches."""
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 import time
 
 from xl.book import runner
-from xl.core import presets
+from xl.core import paths, presets
 from xl.core.errors import XLError
+from xl.models import registry
 
 
 def _print(*args, **kwargs):
@@ -30,6 +32,45 @@ def cmd_book(args) -> None:
     _print(f"  {'total':<28} {time.perf_counter() - start:8.1f}s")
     if html:
         _print(f"book: {html / 'index.html'}")
+
+
+def cmd_train(args) -> None:
+    # imported here: torch and transformers take seconds to load, which the other commands do without
+    import torch
+
+    from xl import training
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = presets.config(args.preset, **runner.parse_params(args.param))
+    names = args.models or registry.LAB_MODELS
+    if args.force:
+        for name in names:
+            folder = paths.model_dir(cfg["preset"], name)
+            if folder.exists():
+                shutil.rmtree(folder)
+    start = time.perf_counter()
+    summary = training.train_lab_models(cfg, args.models)
+    total = time.perf_counter() - start
+    print(summary.to_string(index=False))
+    print(f"training total: {total:.1f}s (sum of per-model training: {summary.seconds.sum():.1f}s)")
+    if not args.no_eval:
+        _print_mt_quality(cfg, [n for n in names if registry.directions(n)])
+
+
+def _print_mt_quality(cfg: dict, names: list[str]) -> None:
+    """chrF of the translation models against the source-blind baseline, as the models chapter shows it."""
+    from xl.analysis import translation  # imported here for the same reason as in cmd_train
+
+    start = time.perf_counter()
+    quality = translation.mt_quality(cfg, names)
+    print(quality.round(1).to_string(index=False))
+    print(translation.against_baseline(quality).to_string())
+    cp = quality[quality.model.map(lambda m: registry.family(m) == "CP")]
+    if len(cp):
+        print(f"CP models: mean chrF {cp.groupby('model').chrf.mean().mean():.1f} "
+              f"(source-blind baseline {cp.groupby('model').baseline.mean().mean():.1f})")
+    print(f"evaluation: {time.perf_counter() - start:.1f}s")
 
 
 def cmd_presets(args) -> None:
@@ -65,6 +106,17 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="re-execute every chapter")
     b.add_argument("--no-html", action="store_true", help="execute the chapters only")
     b.set_defaults(func=cmd_book)
+
+    t = sub.add_parser("train", help="train the lab models of a preset (accelerate launch -m xl train: several GPUs)")
+    t.add_argument("--preset", **preset)
+    t.add_argument("--models", nargs="*", help=f"some of {' '.join(registry.LAB_MODELS)} (default: all)")
+    t.add_argument("--force", action="store_true", help="retrain even if saved")
+    t.add_argument("--no-eval", action="store_true", help="skip the chrF evaluation")
+    t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is much faster on "
+                   "cores shared with other busy processes)")
+    t.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a preset key, value in YAML (repeatable), e.g. -p 'train_steps={mlm: 400}'")
+    t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("cache", help="show the caches' sizes (XL_CACHE moves them), or clear them")
     c.add_argument("--clear", nargs="?", const="", default=None, metavar="NAME",

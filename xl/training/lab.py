@@ -1,0 +1,176 @@
+"""The lab models' schedule: their architectures, data and settings read from the preset, each trained
+once (`lab_model`, its base first) and found again by the digest of everything that defines it."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from accelerate import PartialState
+from transformers import MBartConfig, MBartForConditionalGeneration, XLMRobertaConfig, XLMRobertaForMaskedLM
+
+from xl.core import io, paths, presets
+from xl.core.errors import XLError
+from xl.core.results import Store
+from xl.data import corpus
+from xl.models import registry
+from xl.models import tokenizer as lab_tokenizer
+from xl.models.store import checkpoint_path, is_trained, marker
+from xl.training.continued import continue_pretraining
+from xl.training.loop import VERSION, MaskedPositionsOnly, finish, fit, set_generation
+from xl.training.objectives import MLM_MASK, MonolingualTask, TranslationTask, directions
+
+ARCH_KEYS = ["model_dim", "model_layers", "model_decoder_layers", "model_ffn", "model_heads", "model_max_length"]
+TRAIN_KEYS = ["train_batch", "train_lr", "train_warmup", "seed"]
+# A few hundred steps over ~25,000 verses per language: the models underfit, dropout would only slow them.
+DROPOUT = 0.0
+# Weights start with std d_model**-0.5 (0.0625 for 256) rather than transformers' 0.02 (made for
+# d_model 768-1024), and token embeddings are not scaled by sqrt(d_model): with 0.02 and scaling a
+# small encoder-decoder needs thousands of steps before cross-attention aligns target and source
+# (a copy task stays at chance for 300 steps); with these it copies after ~100.
+SUMMARY_COLUMNS = ["model", "analogue", "objective", "data", "parameters", "steps", "batch_size", "seconds",
+                   "trained", "wall_seconds"]
+
+
+def _settings(cfg: dict, keys) -> dict:
+    missing = [k for k in keys if cfg.get(k) is None]
+    if missing:
+        raise XLError(f"preset {cfg.get('preset')!r} does not define {missing} (needed to train lab models)")
+    return {k: cfg[k] for k in keys}
+
+
+def steps_of(name: str, cfg: dict) -> int:
+    objective = registry.lab_spec(name).objective
+    steps = cfg.get("train_steps") or {}
+    if objective not in steps:
+        raise XLError(f"preset {cfg.get('preset')!r}: train_steps has no entry {objective!r} for {name}")
+    return int(steps[objective])
+
+
+def digest_of(name: str, cfg: dict) -> str:
+    """Everything that defines a lab model: corpus, tokenizer, sizes, schedule, and its base's digest."""
+    spec = registry.lab_spec(name)
+    objective, kind, base = spec.objective, spec.directions, spec.base
+    parts = [VERSION, name, objective, kind, cfg["languages"], cfg["books"], corpus.data_version(),
+             lab_tokenizer.spm_path(cfg).parent.name, _settings(cfg, ARCH_KEYS + TRAIN_KEYS), steps_of(name, cfg)]
+    if objective == "mlm":
+        parts.append(MLM_MASK)
+    if base:
+        parts.append(digest_of(base, cfg))
+    return io.digest(*parts)
+
+
+def mbart_config(cfg: dict, tok) -> MBartConfig:
+    s = _settings(cfg, ARCH_KEYS)
+    return MBartConfig(
+        vocab_size=len(tok), d_model=s["model_dim"], encoder_layers=s["model_layers"],
+        decoder_layers=s["model_decoder_layers"], encoder_attention_heads=s["model_heads"],
+        decoder_attention_heads=s["model_heads"], encoder_ffn_dim=s["model_ffn"], decoder_ffn_dim=s["model_ffn"],
+        max_position_embeddings=s["model_max_length"], dropout=DROPOUT, attention_dropout=0.0, activation_dropout=0.0,
+        scale_embedding=False, init_std=s["model_dim"] ** -0.5, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.eos_token_id, forced_eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=True)
+
+
+def xlmr_config(cfg: dict, tok) -> XLMRobertaConfig:
+    s = _settings(cfg, ARCH_KEYS)
+    return XLMRobertaConfig(
+        vocab_size=len(tok), hidden_size=s["model_dim"], num_hidden_layers=s["model_layers"],
+        num_attention_heads=s["model_heads"], intermediate_size=s["model_ffn"],
+        max_position_embeddings=s["model_max_length"] + tok.pad_token_id + 1, type_vocab_size=1,
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        hidden_dropout_prob=DROPOUT, attention_probs_dropout_prob=0.0, initializer_range=s["model_dim"] ** -0.5,
+        tie_word_embeddings=True)
+
+
+def monolingual(cfg: dict) -> tuple[list[str], list[str]]:
+    """Training-split verses (primary translation) of the preset's languages: (texts, languages)."""
+    df = corpus.bible_frame(cfg["languages"], books=cfg["books"])
+    df = df[df.split == "train"].drop_duplicates(["lang", "id"])
+    return df.text.tolist(), df.lang.tolist()
+
+
+def parallel_train(cfg: dict) -> pd.DataFrame:
+    """Training-split verses present in every language of the preset, one column per language."""
+    df = corpus.bible_frame(cfg["languages"], books=cfg["books"])
+    return corpus.parallel(df, cfg["languages"], "train").reset_index(drop=True)
+
+
+def _new_model(objective: str, kind: str | None, cfg: dict, common: dict):
+    """(model, tokenizer, task) of a lab model trained from scratch with `objective`."""
+    if objective == "mlm":
+        tok = lab_tokenizer.xlmr_tokenizer(cfg)
+        model = XLMRobertaForMaskedLM(xlmr_config(cfg, tok))
+        return model, tok, MonolingualTask("mlm", tok, *monolingual(cfg), **common)
+    tok = lab_tokenizer.mbart_tokenizer(cfg)
+    model = MBartForConditionalGeneration(mbart_config(cfg, tok))
+    set_generation(model, tok, cfg["model_max_length"])
+    if objective == "dae":
+        return model, tok, MonolingualTask("dae", tok, *monolingual(cfg), **common)
+    return model, tok, TranslationTask(tok, parallel_train(cfg), directions(kind, cfg["languages"]), **common)
+
+
+def lab_model(name: str, cfg: dict | str = "lab", force: bool = False) -> Path:
+    """The folder of lab model `name`, training it (and its base) first if it is not saved yet."""
+    cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
+    spec = registry.lab_spec(name)
+    out_dir = paths.model_dir(cfg["preset"], name)
+    digest = digest_of(name, cfg)
+    if not force and is_trained(out_dir, digest):
+        return out_dir
+    objective, kind, base = spec.objective, spec.directions, spec.base
+    steps = steps_of(name, cfg)
+    common = dict(steps=steps, batch_size=cfg["train_batch"], max_length=cfg["model_max_length"], seed=cfg["seed"])
+    if objective == "cp":
+        return continue_pretraining(lab_model(base, cfg), parallel_train(cfg), kind, out_dir, cfg=cfg,
+                                    digest=digest, name=name, **common)
+    start = time.perf_counter()
+    torch.manual_seed(cfg["seed"])
+    model, tok, task = _new_model(objective, kind, cfg, common)
+    trained, log = fit(MaskedPositionsOnly(model) if objective == "mlm" else model, task, steps, lr=cfg["train_lr"],
+                       warmup=cfg["train_warmup"], seed=cfg["seed"], digest=digest,
+                       checkpoint=checkpoint_path(out_dir), checkpoint_every=cfg.get("train_checkpoint_every") or 0,
+                       log_every=cfg.get("train_log_every") or 10, desc=name)
+    model = trained.mlm if objective == "mlm" else trained
+    return finish(model, tok, out_dir, digest, log, time.perf_counter() - start,
+                  {"name": name, "objective": objective, "directions": kind, "steps": steps,
+                   "batch_size": cfg["train_batch"]})
+
+
+def train_lab_models(cfg: dict | str = "lab", names=None, write: bool = True) -> pd.DataFrame:
+    """Train (or reuse) the lab models; write `training.csv` (model, step, loss) and return
+    one row per model: model, paper analogue, objective, directions, parameters, steps, seconds,
+    trained (False when it was already saved)."""
+    cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
+    names = list(names if names is not None else [n for n in cfg.get("models", registry.LAB_MODELS) if registry.is_lab(n)])
+    rows = []
+    for name in names:
+        before = marker(paths.model_dir(cfg["preset"], name))
+        start = time.perf_counter()
+        out_dir = lab_model(name, cfg)
+        elapsed = time.perf_counter() - start
+        info = marker(out_dir)
+        trained = before is None or before.get("digest") != info["digest"]
+        spec = registry.lab_spec(name)
+        rows.append({"model": name, "analogue": spec.paper_analogue, "objective": registry.OBJECTIVES[spec.objective],
+                     "data": f"{spec.data} ({info['steps'] * info['batch_size']:,} seen)", "parameters": info["parameters"],
+                     "steps": info["steps"], "batch_size": info["batch_size"],
+                     "seconds": info["seconds"], "trained": trained, "wall_seconds": round(elapsed, 1)})
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    if write and PartialState().is_main_process:
+        store = Store(cfg["preset"])
+        store.write("training", training_log(cfg, names))
+        store.write("lab_models", summary.drop(columns=["trained", "wall_seconds"]))
+    return summary
+
+
+def training_log(cfg: dict | str = "lab", names=None) -> pd.DataFrame:
+    """The loss curves of the saved lab models: model, step, loss."""
+    cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
+    rows = []
+    for name in names if names is not None else registry.LAB_MODELS:
+        info = marker(paths.model_dir(cfg["preset"], name))
+        if info:
+            rows += [{"model": name, "step": s, "loss": loss} for s, loss in info["log"]]
+    return pd.DataFrame(rows, columns=["model", "step", "loss"])
