@@ -100,7 +100,7 @@ def test_translation_uses_each_model_s_language_codes(stand_ins):
     model, tok = translation.load(str(stand_ins["models"]["mBART m2o"]), cfg, device="cpu")
     assert translation.pairs_of(str(stand_ins["models"]["mBART m2o"]), cfg, tok) == [
         ("de", "en"), ("fr", "en"), ("zh", "en")]
-    held = translation.test_verses(cfg, n=5)
+    held = translation.held_out_sample(cfg, n=5)
     assert list(held.columns) == LANGUAGES and len(held) == 5
 
 

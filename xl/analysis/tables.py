@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from xl.analysis import separability, similarity
+from xl import training
+from xl.analysis import separability, similarity, svd
 from xl.core.errors import XLError
 from xl.data import corpus
 from xl.models import registry
@@ -30,7 +31,6 @@ def sentences(cfg: dict) -> pd.DataFrame:
 def encoder(name: str, cfg: dict) -> Encoder:
     """Load a model's encoder; lab models are trained first if they are not yet (cached)."""
     if registry.is_lab(name):
-        from xl import training
         training.lab_model(name, cfg)
     return load_encoder(name, preset=cfg["preset"])
 
@@ -100,7 +100,6 @@ def mbart_models(cfg: dict) -> dict[str, str]:
     out = {}
     for name in names:
         if registry.is_lab(name):
-            from xl import training
             out[registry.label(name)] = str(training.lab_model(name, cfg))
         else:
             out[registry.label(name)] = name
@@ -109,5 +108,4 @@ def mbart_models(cfg: dict) -> dict[str, str]:
 
 def spectra_table(family: dict[str, str]) -> "pd.DataFrame":
     """Singular values of every encoder matrix of every model: model, layer, matrix, index, sigma."""
-    from xl.analysis import svd
     return pd.concat([svd.spectra(path).assign(model=label) for label, path in family.items()], ignore_index=True)

@@ -127,7 +127,7 @@ def chrf(hypotheses, references) -> float:
     return sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score
 
 
-def test_verses(cfg: dict, n: int | None = None) -> pd.DataFrame:
+def held_out_sample(cfg: dict, n: int | None = None) -> pd.DataFrame:
     """A seeded sample of `n` held-out sentences present in every language of the preset: test-split
     verses of the Bible, FLORES-200 devtest sentences (xl.data.corpus.held_out)."""
     test = corpus.held_out(cfg)
@@ -170,7 +170,7 @@ def mt_quality(cfg: dict | str = "lab", models=None, write: bool = True, **decod
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
     models = list(models) if models is not None else translation_models(cfg)
     decoding = {**DECODING, **decoding}
-    test = test_verses(cfg)
+    test = held_out_sample(cfg)
     baseline = {lang: chrf(test[lang].sample(frac=1, random_state=cfg["seed"] + 1), test[lang])
                 for lang in test.columns}
     rows = []
@@ -220,7 +220,7 @@ def examples(cfg: dict | str = "lab", pairs=(("de", "en"), ("en", "zh")), n: int
     """A few held-out sentences translated by each model trained on that direction (long format)."""
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
     models = list(models) if models is not None else translation_models(cfg)
-    test = test_verses(cfg).head(n)
+    test = held_out_sample(cfg).head(n)
     rows = []
     for name in models:
         model, tok = load(name, cfg)

@@ -8,7 +8,7 @@ import sys
 import time
 
 from xl.book import runner
-from xl.core import paths, presets
+from xl.core import cache, paths, presets
 from xl.core.errors import XLError
 from xl.models import registry
 
@@ -79,7 +79,6 @@ def cmd_presets(args) -> None:
 
 
 def cmd_cache(args) -> None:
-    from xl.core import cache
     if args.clear is not None:
         freed = cache.clear(args.clear or None)
         _print(f"cleared {cache.human(freed)} from {cache.root()}")

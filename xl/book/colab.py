@@ -30,7 +30,7 @@ def preset(chosen: str) -> str:
         return chosen
     if os.environ.get("XL_PRESET"):
         return os.environ["XL_PRESET"]
-    import torch
+    import torch  # here, not at the top: `import xl` (which imports this module) stays light
 
     if chosen == "lab" and torch.cuda.is_available():
         print("Colab with a GPU: running the paper preset (set XL_PRESET=lab to keep the lab one)")

@@ -50,7 +50,7 @@ def data_checksums() -> dict:
 
 
 def device() -> str:
-    import torch
+    import torch  # here, not at the top: the CLI imports this module, and `xl presets` needs no torch
     if torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(0)}"
     return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"

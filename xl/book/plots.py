@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import seaborn as sns
+from IPython.display import Markdown
+from matplotlib.ticker import MaxNLocator
 
 
 def theme() -> None:
@@ -33,12 +35,10 @@ def heatmap(matrix, labels, title=None, ax=None, vmin=0, vmax=1, cmap="viridis",
 
 def integer_ticks(*axes) -> None:
     """Layers and steps are whole numbers: no 0.25 ticks."""
-    from matplotlib.ticker import MaxNLocator
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def say(text: str):
+def markdown(text: str) -> Markdown:
     """A sentence computed from results, shown as prose (wrapped) rather than a printed line."""
-    from IPython.display import Markdown
     return Markdown(text)

@@ -39,7 +39,7 @@ def notebook_source(name: str) -> Path:
     path = paths.root() / "notebooks" / f"{name}.md"
     if not path.is_file():
         known = sorted(p.stem for p in (paths.root() / "notebooks").glob("*.md"))
-        raise XLError(f"no notebook named {name!r}; available: {', '.join(known) or 'none'}")
+        raise XLError(f"no notebook named {name!r}; {did_you_mean(name, known)}available: {', '.join(known) or 'none'}")
     return path
 
 

@@ -12,11 +12,16 @@ Sizes grow with the product of the option counts: keep figures small (dpi ~80).
 """
 from __future__ import annotations
 
+import html
 import io
+import sys
 from collections.abc import Callable, Mapping, Sequence
 
+import ipywidgets as widgets
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
 
 from xl.core.errors import XLError
 
@@ -42,7 +47,6 @@ def to_png(figure, dpi: int = DPI) -> bytes:
 
 def _close(figure) -> None:
     """Close a pyplot-managed figure so that it is neither kept nor displayed again."""
-    import sys
     pyplot = sys.modules.get("matplotlib.pyplot")  # only if the caller uses pyplot
     if pyplot is not None:
         pyplot.close(figure)
@@ -61,7 +65,6 @@ def explorer(render: Callable[..., object], options: Mapping[str, Sequence], tit
     the explorer needs no kernel once displayed. Options keep their order; the first
     value of each dimension is shown first.
     """
-    import ipywidgets as widgets
 
     names = list(options)
     values = [list(options[name]) for name in names]
@@ -105,7 +108,6 @@ def explorer(render: Callable[..., object], options: Mapping[str, Sequence], tit
 
 
 def _escape(text: str) -> str:
-    import html
     return html.escape(str(text))
 
 
@@ -134,8 +136,6 @@ def similarity_explorer(similarity_df: pd.DataFrame, title: str | None = "Cross-
     pair given in one direction only is mirrored. Each metric has one colour scale across
     models and layers, so that switching the model or layer compares like with like.
     """
-    import seaborn as sns
-    from matplotlib.figure import Figure
 
     columns = ["model", "layer", "metric", "lang_a", "lang_b", "value"]
     _require_columns(similarity_df, columns, "similarity_explorer")
@@ -197,7 +197,6 @@ def svd_explorer(spectra_df: pd.DataFrame, base: str, title: str | None = "Singu
     singular value), including the base model's rows. The title gives d, the L2
     distance between the model's and the base's sorted singular values (as in Table 2).
     """
-    from matplotlib.figure import Figure
 
     columns = ["model", "layer", "matrix", "index", "sigma"]
     _require_columns(spectra_df, columns, "svd_explorer")

@@ -1,10 +1,9 @@
-"""Numbers that describe the corpus and how tokenizers cut it (the corpus chapter)."""
+"""Numbers that describe the corpus (the corpus chapter); how tokenizers cut it: xl.models.tokenizer."""
 from __future__ import annotations
 
 import pandas as pd
 
 from xl.data import corpus, languages as langs
-from xl.models import tokenizer
 
 
 def corpus_languages(cfg: dict) -> list[str]:
@@ -35,15 +34,3 @@ def split_table(df: pd.DataFrame) -> pd.DataFrame:
     return (groups.agg(sentences=("id", "size"),
                        chapters=("chapter", lambda c: c.groupby(df.loc[c.index, "book"]).nunique().sum()))
             .reset_index())
-
-
-def fertility_table(tokenizers: dict, df: pd.DataFrame, n: int = 500, seed: int = 0) -> pd.DataFrame:
-    """Pieces per sentence ('verse') / word / character of each tokenizer on the same sentences of each language."""
-    rows = []
-    ids = df.drop_duplicates("id").id.sample(min(n, df.id.nunique()), random_state=seed)
-    sample = df[df.id.isin(ids)].drop_duplicates(["lang", "id"])
-    for name, tok in tokenizers.items():
-        for lang, group in sample.groupby("lang", sort=True):
-            rows.append({"tokenizer": name, "lang": lang, "sampled": len(group),
-                         **tokenizer.fertility(tok, group.text.tolist())})
-    return pd.DataFrame(rows)

@@ -21,6 +21,7 @@ import urllib.parse
 import warnings
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pandas as pd
 
@@ -160,7 +161,6 @@ def hub_url(task: str, split: str, lang: str, repo: str = HUB_REPO, revision: st
 
 def read_hub(task: str, split: str, lang: str, repo: str = HUB_REPO, revision: str = HUB_REVISION) -> pd.DataFrame:
     """One split of one language from the hub's auto-converted parquet files (label ids become names)."""
-    import datasets
     hub.require(f"XGLUE {task}", "Pass local_dir= (preset key xglue_dir) with XGLUE's release, "
                 "xglue_full_dataset/ unpacked, or run where the hub is reachable.")
     url = hub_url(task, split, lang, repo, revision)

@@ -19,11 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
+from huggingface_hub import try_to_load_from_cache
 from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from xl.core import hub, io, memo, paths, presets
-from xl.core.tensors import max_positions
 from xl.core.errors import XLError
+from xl.core.tensors import max_positions
 from xl.data import languages as langs
 from xl.models import registry
 
@@ -32,9 +35,10 @@ CACHE_VERSION = "reps-v1"
 
 def quiet_transformers() -> None:
     """Keep load reports and weight-loading bars out of the book's pages (errors still show)."""
-    import transformers
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+
+
 LAB_HINT = "train it first with the models chapter: xl run models --preset {preset}"
 
 
@@ -83,7 +87,6 @@ def locate(name: str, preset: str | None = None) -> tuple[str, Path | None, bool
 
 def _hub_snapshot(name: str) -> Path | None:
     """The hub model's folder in the local Hugging Face cache, if it was downloaded before."""
-    from huggingface_hub import try_to_load_from_cache
     try:
         found = try_to_load_from_cache(name, "config.json")
     except Exception:  # noqa: BLE001 - malformed ids are simply not cached
@@ -99,7 +102,6 @@ def _folder_fingerprint(folder: Path) -> dict:
 
 def _load_model(source: str, local_only: bool):
     """The torch encoder module, with SDPA attention where the architecture has it."""
-    from transformers import AutoConfig, AutoModel
     config = AutoConfig.from_pretrained(source, local_files_only=local_only)
     try:
         model = AutoModel.from_pretrained(source, config=config, local_files_only=local_only,
@@ -117,7 +119,6 @@ def load_encoder(name: str, preset: str | None = None, device=None) -> "Encoder"
     Lab names (lab-mlm, lab-dae, lab-m2m, lab-m2o, lab-o2m, lab-mt) are looked up
     in the models of `preset` (default: lab).
     """
-    from transformers import AutoTokenizer
     quiet_transformers()
     source, folder, local_only = locate(name, preset)
     try:

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as spm_pb2
-from transformers import MBart50Tokenizer, XLMRobertaTokenizer
+import pandas as pd
+from transformers import AutoTokenizer, MBart50Tokenizer, XLMRobertaTokenizer
 
 from xl.core import io, paths
 from xl.data import corpus
+from xl.models import registry
+from xl.models.encoder import locate, quiet_transformers
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 
@@ -92,8 +95,6 @@ def model_tokenizers(cfg) -> dict:
     """The tokenizers of the preset's models, by model label: 'lab' (the one every lab model shares)
     and each other model's own, from its folder, the local Hugging Face cache, or the hub (which
     must then be reachable: paper preset)."""
-    from xl.models import registry
-
     out = {}
     for name in cfg["models"]:
         if registry.is_lab(name):
@@ -106,10 +107,18 @@ def model_tokenizers(cfg) -> dict:
 
 def pretrained_tokenizer(name: str):
     """The tokenizer of a saved folder or of a hub id (cached, or downloaded where the hub is reachable)."""
-    from transformers import AutoTokenizer
-
-    from xl.models.encoder import locate, quiet_transformers
-
     quiet_transformers()  # fertility tokenizes whole sentences: no warnings about the models' length limits
     source, _, local = locate(name)
     return AutoTokenizer.from_pretrained(source, local_files_only=local)
+
+
+def fertility_table(tokenizers: dict, df: pd.DataFrame, n: int = 500, seed: int = 0) -> pd.DataFrame:
+    """Pieces per sentence ('verse') / word / character of each tokenizer on the same sentences of each language."""
+    rows = []
+    ids = df.drop_duplicates("id").id.sample(min(n, df.id.nunique()), random_state=seed)
+    sample = df[df.id.isin(ids)].drop_duplicates(["lang", "id"])
+    for name, tok in tokenizers.items():
+        for lang, group in sample.groupby("lang", sort=True):
+            rows.append({"tokenizer": name, "lang": lang, "sampled": len(group),
+                         **fertility(tok, group.text.tolist())})
+    return pd.DataFrame(rows)
