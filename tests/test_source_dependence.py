@@ -1,0 +1,91 @@
+"""The source-dependence gate (xl.analysis.source_dependence): a model that reads its source passes,
+one that learned only the target language (its sources carried no information) fails."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from xl import training
+from xl.analysis import source_dependence as sd
+from xl.models import tokenizer
+from xl.training import lab, objectives
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_random_sources_never_keep_their_own():
+    for seed in range(5):
+        other = sd.random_sources(7, np.random.default_rng(seed))
+        assert sorted(other) == list(range(7)) and (other != np.arange(7)).all()
+
+
+def test_same_length_sources_are_the_nearest_other_length():
+    lengths = [3, 10, 4, 11, 30, 29]
+    other = sd.same_length_sources(lengths, np.random.default_rng(0))
+    assert list(other) == [2, 3, 0, 1, 5, 4]
+
+
+def test_gate_needs_both_the_gap_and_the_chrf_margin_in_every_direction():
+    dep = pd.DataFrame({"model": ["a", "a", "b", "c"], "src": ["de", "en", "de", "de"], "tgt": ["en", "de", "en", "en"],
+                        "gap_same_length": [2.0, 0.6, 0.1, 3.0]})
+    quality = pd.DataFrame({"model": ["a", "a", "b", "c"], "src": ["de", "en", "de", "de"],
+                            "tgt": ["en", "de", "en", "en"], "chrf": [30.0, 25.0, 40.0, 18.0],
+                            "baseline": [17.0, 17.0, 17.0, 17.0]})
+    out = sd.gate(dep, quality).set_index("model")
+    assert out.passes_gate.to_dict() == {"a": True, "b": False, "c": False}  # b: no gap; c: chrF margin 1 < 2
+    assert out.loc["a", "min_gap"] == 0.6 and out.loc["a", "directions"] == 2
+
+
+@pytest.fixture(scope="module")
+def mtok(cfg):
+    return tokenizer.mbart_tokenizer(cfg)
+
+
+@pytest.fixture(scope="module")
+def pairs(cfg):
+    """Short English training verses (the copy task's sources and targets) and held-out ones."""
+    en = training.parallel_train(cfg).en
+    en = en[en.str.split().str.len().between(3, 12)].reset_index(drop=True)
+    return en.iloc[:-40].tolist(), en.iloc[-40:].tolist()
+
+
+def _trained(cfg, mtok, sources, targets, tmp_path):
+    """A small lab encoder-decoder trained to map `sources` (as 'de') to `targets` (as 'en'). Width 64:
+    at the smoke preset's 32 a copy is learnt only after ~350 steps (a sudden drop of the loss)."""
+    torch.manual_seed(0)
+    wider = {**cfg, "model_dim": 64, "model_heads": 4, "model_ffn": 128}
+    model = lab.MBartForConditionalGeneration(lab.mbart_config(wider, mtok))
+    task = objectives.TranslationTask(mtok, pd.DataFrame({"de": sources, "en": targets}), [("de", "en")],
+                                      steps=300, batch_size=16, max_length=32, seed=0)
+    model, _ = training.fit(model, task, 300, lr=3e-3, warmup=0.1, seed=0, digest="x",
+                            checkpoint=tmp_path / "ck.pt", log_every=100)
+    return model.eval()
+
+
+@pytest.mark.slow
+def test_a_copying_model_passes_and_a_source_blind_one_fails(cfg, mtok, pairs, tmp_path):
+    train, held_out = pairs
+    shuffled = list(np.random.default_rng(0).permutation(train))  # sources that say nothing about targets
+    copier = _trained(cfg, mtok, train, train, tmp_path)
+    blind = _trained(cfg, mtok, shuffled, train, tmp_path / "blind")
+    reads = sd.direction_row(copier, mtok, held_out, held_out, "de", "en", max_length=32)
+    ignores = sd.direction_row(blind, mtok, held_out, held_out, "de", "en", max_length=32)
+    assert reads["gap_same_length"] >= sd.MIN_GAP and reads["loss_random"] > reads["loss_true"] + sd.MIN_GAP
+    assert abs(ignores["gap_same_length"]) < 0.2 < sd.MIN_GAP
+
+
+def test_piece_losses_match_the_models_own_loss_without_the_language_code(cfg, mtok):
+    torch.manual_seed(0)
+    model = lab.MBartForConditionalGeneration(lab.mbart_config(cfg, mtok)).eval()
+    src, tgt = ["In the beginning God created the heaven."], ["Am Anfang schuf Gott Himmel und Erde."]
+    ours = sd.piece_losses(model, mtok, src, tgt, "en", "de", max_length=32)
+    mtok.src_lang, mtok.tgt_lang = "en_XX", "de_DE"
+    enc = mtok(src, text_target=tgt, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(input_ids=enc["input_ids"], labels=enc["labels"]).logits[0]
+    labels = enc["labels"][0]
+    # position 0 predicts the language code, forced when translating: not counted
+    reference = F.cross_entropy(logits[1:], labels[1:]).item()
+    assert labels[0] == mtok.convert_tokens_to_ids("de_DE")
+    np.testing.assert_allclose(ours, [reference], rtol=1e-5)
