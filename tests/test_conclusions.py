@@ -53,3 +53,15 @@ def test_missing_tables_are_not_run(book_root):
 def test_a_difference_within_the_tolerance_is_inconclusive():
     assert conclusions.alignment(similarity(lm=0.500, cp=0.495))["verdict"] == "inconclusive"
     assert conclusions.alignment(similarity(lm=0.500, cp=0.480))["verdict"] == "agrees"
+
+
+@pytest.mark.fault
+def test_models_that_fail_the_source_gate_are_left_out(book_root):
+    store = Store("smoke")
+    store.write("similarity", similarity(lm=0.6, cp=0.4))  # the MT/CP side: lab-m2m and lab-mt
+    store.write("gate", pd.DataFrame({"model": ["lab-m2m", "lab-mt"], "passes_gate": [True, False]}))
+    kept = conclusions.verdicts("smoke").set_index("finding")
+    assert kept.loc["alignment", "verdict"] == "agrees" and kept.loc["alignment", "MT/CP"] == pytest.approx(0.4)
+    store.write("gate", pd.DataFrame({"model": ["lab-m2m", "lab-mt"], "passes_gate": [False, False]}))
+    none = conclusions.verdicts("smoke").set_index("finding")
+    assert none.loc["alignment", "verdict"] == "not tested" and "lab-m2m, lab-mt fail" in none.loc["alignment", "measure"]

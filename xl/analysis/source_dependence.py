@@ -26,7 +26,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from xl.analysis import translation
+from xl.core import presets
+from xl.core.results import Store
 from xl.data import languages as langs
+from xl.models import registry
 
 MIN_GAP = 0.5  # nats per target piece
 MIN_CHRF_MARGIN = 2.0  # chrF points over the source-blind baseline
@@ -99,3 +103,47 @@ def gate(dependence: pd.DataFrame, quality: pd.DataFrame, min_gap: float = MIN_G
                                                  min_margin=("margin", "min")).reset_index()
     out["passes_gate"] = (out.min_gap >= min_gap) & (out.min_margin >= min_margin)
     return out
+
+
+def table(cfg: dict | str = "lab", models=None, write: bool = True) -> pd.DataFrame:
+    """`source_dependence.csv`: a row per direction each translation model (default: the preset's) is
+    scored on (`xl.analysis.translation.pairs_of`), on the held-out sentences that chrF uses."""
+    cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
+    models = list(models) if models is not None else translation.translation_models(cfg)
+    test = translation.held_out_sample(cfg)
+    rows = []
+    for name in models:
+        model, tok = translation.load(name, cfg)
+        for src, tgt in translation.pairs_of(name, cfg, tok):
+            rows.append({"model": registry.label(name), **direction_row(
+                model, tok, test[src], test[tgt], src, tgt, seed=cfg["seed"], max_length=cfg["model_max_length"])})
+        del model
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    if write:
+        Store(cfg["preset"]).write("source_dependence", df)
+    return df
+
+
+def verdict(gated: pd.DataFrame) -> str:
+    """One sentence per model: passes or fails the gate, and on what."""
+    if gated.empty:
+        return "This preset has no translation model to check."
+    parts = []
+    for r in gated.itertuples():
+        if r.passes_gate:
+            parts.append(f"**{r.model}** reads its source (in its weakest direction, a same-length wrong source "
+                         f"costs {r.min_gap:.2f} nats per piece and chrF beats the baseline by {r.min_margin:.1f}).")
+        else:
+            why = []
+            if r.min_gap < MIN_GAP:
+                why.append(f"a same-length wrong source costs only {r.min_gap:.2f} nats per piece")
+            if r.min_margin < MIN_CHRF_MARGIN:
+                why.append(f"chrF beats the baseline by only {r.min_margin:.1f}")
+            parts.append(f"**{r.model}** fails the gate ({'; '.join(why)} in its weakest "
+                         "direction): later chapters treat it as *not tested*, not as a translation model.")
+    return " ".join(parts)
+
+
+def failed(gated: pd.DataFrame) -> set[str]:
+    """The models of a gate table that fail it."""
+    return set(gated.model[~gated.passes_gate.astype(bool)])

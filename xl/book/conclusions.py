@@ -4,12 +4,16 @@ Every verdict is computed from results/<preset>/*.csv; nothing here is written b
 except what the paper says. A finding is 'agrees' when our numbers point the same way as
 the paper's, 'disagrees' when they point the other way, 'inconclusive' when the two groups
 differ by less than `TOLERANCE` of the larger value (the paper's effects are larger: its CP
-models' singular values are 4-25% above mBART's), 'not run' when a table is missing.
+models' singular values are 4-25% above mBART's), 'not run' when a table is missing, and
+'not tested' when no MT or CP model of the run passes the source-dependence gate (gate.csv,
+xl.analysis.source_dependence): a model that did not learn to translate cannot stand for the
+MT objective. Models that fail the gate are left out of every finding.
 """
 from __future__ import annotations
 
 import pandas as pd
 
+from xl.analysis import source_dependence
 from xl.core import paths
 from xl.core.presets import PRESETS
 from xl.core.results import Store
@@ -28,10 +32,17 @@ def _last_layer(df: pd.DataFrame) -> pd.DataFrame:
     return df[df.layer == df.groupby("model").layer.transform("max")]
 
 
+class NotTested(Exception):
+    """A finding has no model left on one side."""
+
+
 def _by_family(values: pd.Series) -> pd.Series:
     """Mean over the models of each family; MT and CP are pooled as 'MT/CP'."""
     families = values.index.map(lambda m: "LM" if registry.family(m) == "LM" else "MT/CP")
-    return values.groupby(families).mean()
+    means = values.groupby(families).mean()
+    if not {"LM", "MT/CP"} <= set(means.index):
+        raise NotTested
+    return means
 
 
 TOLERANCE = 0.02
@@ -62,6 +73,8 @@ def scaling(svd: pd.DataFrame) -> dict:
     norms = last.groupby("model").sigma_norm.mean()
     base = registry.base_of(norms.index)
     cp = [m for m in norms.index if registry.family(m) == "CP"]
+    if base is None or not cp:
+        raise NotTested
     return _verdict("scaling", norms[base], norms[cp].mean(), norms[cp].mean() > norms[base],
                     f"mean ||sigma|| of the last layer's matrices ({base} vs CP models)")
 
@@ -81,12 +94,18 @@ CHECKS = {"alignment": ("similarity", alignment), "separability": ("separability
 def verdicts(preset: str) -> pd.DataFrame:
     """One row per finding for one preset's results."""
     store = Store(preset)
+    failed = source_dependence.failed(store.read("gate")) if store.exists("gate") else set()
     rows = []
     for finding, (table, check) in CHECKS.items():
-        if store.exists(table):
-            rows.append(check(store.read(table)))
-        else:
+        if not store.exists(table):
             rows.append({"finding": finding, "paper": FINDINGS[finding], "verdict": "not run"})
+            continue
+        df = store.read(table)
+        try:
+            rows.append(check(df[~df.model.isin(failed)]))
+        except NotTested:
+            rows.append({"finding": finding, "paper": FINDINGS[finding], "verdict": "not tested",
+                         "measure": f"no MT/CP model passes the source-dependence gate ({', '.join(sorted(failed))} fail)"})
     return pd.DataFrame(rows).assign(preset=preset)
 
 
