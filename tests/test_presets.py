@@ -6,7 +6,7 @@ from xl.core import presets
 from xl.core.errors import XLError
 
 PAIRS = ["de-en", "fr-en", "ru-en", "zh-en", "hi-en", "en-de", "en-fr", "en-ru", "en-zh", "en-hi", "de-fr", "es-ru"]
-LAB_MODELS = ["lab-mlm", "lab-dae", "lab-m2m", "lab-m2o", "lab-o2m", "lab-mt"]
+LAB_MODELS = ["lab-mlm", "lab-dae", "lab-m2m", "lab-m2o", "lab-o2m", "lab-mt", "lab-dae-cont"]
 
 SMOKE = dict(
     description="seconds, for tests: 4 languages, 3 books, tiny models", corpus="bible",

@@ -25,7 +25,7 @@ def mtok(cfg):
 
 @pytest.fixture(scope="module")
 def trained(cfg):
-    """All six smoke lab models (the session's temporary XL_CACHE, see conftest)."""
+    """All smoke lab models (the session's temporary XL_CACHE, see conftest)."""
     return training.train_lab_models(cfg, write=False)
 
 
@@ -197,6 +197,17 @@ def test_smoke_lab_models_train_fast(trained, cfg):
         assert len(info["log"]) > 0
         assert not training.checkpoint_path(paths.model_dir("smoke", name)).exists()
     assert trained.seconds.sum() < 40
+
+
+def test_the_equal_compute_control_denoises_as_long_as_the_cp_models_translate(trained, cfg):
+    control, cp = (training.marker(paths.model_dir("smoke", n)) for n in ("lab-dae-cont", "lab-m2m"))
+    assert (control["steps"], control["batch_size"]) == (cp["steps"], cp["batch_size"]) == (cfg["train_steps"]["cp"],
+                                                                                            cfg["train_batch"])
+    assert control["objective"] == "dae-cont" and registry.family("lab-dae-cont") == "LM"
+    base = AutoModelForSeq2SeqLM.from_pretrained(paths.model_dir("smoke", "lab-dae"))
+    after = AutoModelForSeq2SeqLM.from_pretrained(paths.model_dir("smoke", "lab-dae-cont"))
+    moved = [(a - b).abs().max().item() for a, b in zip(base.parameters(), after.parameters())]
+    assert 0 < max(moved) < 0.05  # continued from lab-dae (10 Adam steps of lr 1e-3 move a weight ~0.01)
 
 
 def test_saved_models_load_like_hub_models(trained, cfg, mtok):

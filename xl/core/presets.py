@@ -20,7 +20,7 @@ import pandas as pd
 
 from xl.core.errors import XLError, did_you_mean
 from xl.data import languages as langs
-from xl.models.registry import LAB_MODELS, OBJECTIVES, PAPER_MODELS, misspelt_lab_model
+from xl.models.registry import LAB_MODELS, PAPER_MODELS, STEPS_OF, misspelt_lab_model
 
 LAB_LANGUAGES = ["en", "de", "fr", "es", "ru", "ar", "hi", "tr", "vi", "zh"]
 
@@ -96,8 +96,8 @@ KEYS: dict[str, Key] = dict(
     # a masked-LM step costs about a third of a translation step (xl.training.MaskedPositionsOnly);
     # 500 steps left it near unigram loss
     train_steps=Key({"mlm": 1200, "dae": 800, "cp": 600, "mt": 600}, dict,
-                    "training steps per objective (xl.models.registry.OBJECTIVES)", POSITIVE, item=int,
-                    keys=one_of(*OBJECTIVES)),
+                    "training steps per objective (xl.models.registry.STEPS_OF)", POSITIVE, item=int,
+                    keys=one_of(*dict.fromkeys(STEPS_OF.values()))),
     train_checkpoint_every=Key(200, int, "steps between checkpoints", POSITIVE),
     train_log_every=Key(10, int, "steps between logged losses", POSITIVE),
     mt_eval_verses=Key(100, int, "held-out verses per translation direction", POSITIVE),

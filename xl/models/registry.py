@@ -20,7 +20,10 @@ FAMILIES = ("LM", "MT", "CP")
 DIRECTIONS = {"m2m": "all directions among the languages", "m2o": "every language into English",
               "o2m": "English into every language"}
 OBJECTIVES = {"mlm": "masked LM", "dae": "denoising (span infilling)",
-              "cp": "translation, continued from lab-dae", "mt": "translation from scratch"}
+              "cp": "translation, continued from lab-dae", "mt": "translation from scratch",
+              "dae-cont": "denoising, continued from lab-dae (the CP models' steps and verses)"}
+# the train_steps entry of each objective: the equal-compute control trains exactly as long as the CP models
+STEPS_OF = {"mlm": "mlm", "dae": "dae", "cp": "cp", "mt": "mt", "dae-cont": "cp"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,8 @@ MODELS = {m.label: m for m in [
     Model("lab-m2o", "CP", "cp", "m2o", base="lab-dae", paper_analogue="mBART m2o"),
     Model("lab-o2m", "CP", "cp", "o2m", base="lab-dae", paper_analogue="mBART o2m"),
     Model("lab-mt", "MT", "mt", "m2m", paper_analogue="NLLB 600M"),
+    # the equal-compute control: lab-dae trained on as much more, without translation
+    Model("lab-dae-cont", "LM", "dae-cont", base="lab-dae", paper_analogue="mBART"),
 ]}
 PAPER_MODELS = {m.label: m.hub_id for m in MODELS.values() if not m.is_lab}  # label -> hub id
 LAB_MODELS = [m.label for m in MODELS.values() if m.is_lab]

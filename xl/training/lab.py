@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 from accelerate import PartialState
-from transformers import MBartConfig, MBartForConditionalGeneration, XLMRobertaConfig, XLMRobertaForMaskedLM
+from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, MBartConfig, MBartForConditionalGeneration,
+                          XLMRobertaConfig, XLMRobertaForMaskedLM)
 
 from xl.core import io, paths, presets
 from xl.core.errors import XLError
@@ -41,7 +42,7 @@ def _settings(cfg: dict, keys) -> dict:
 
 
 def steps_of(name: str, cfg: dict) -> int:
-    objective = registry.lab_spec(name).objective
+    objective = registry.STEPS_OF[registry.lab_spec(name).objective]
     steps = cfg.get("train_steps") or {}
     if objective not in steps:
         raise XLError(f"preset {cfg.get('preset')!r}: train_steps has no entry {objective!r} for {name}")
@@ -111,6 +112,15 @@ def _new_model(objective: str, kind: str | None, cfg: dict, common: dict):
     return model, tok, TranslationTask(tok, parallel_train(cfg), directions(kind, cfg["languages"]), **common)
 
 
+def _continued_denoising(base: Path, cfg: dict, common: dict):
+    """(model, tokenizer, task) of the equal-compute control: `base` denoising the CP models' verses (every
+    language of the parallel training verses) for as many steps of as many examples as they train."""
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSeq2SeqLM.from_pretrained(base)
+    verses = parallel_train(cfg).melt(var_name="lang", value_name="text").dropna()
+    return model, tok, MonolingualTask("dae", tok, verses.text.tolist(), verses.lang.tolist(), **common)
+
+
 def lab_model(name: str, cfg: dict | str = "lab", force: bool = False) -> Path:
     """The folder of lab model `name`, training it (and its base) first if it is not saved yet."""
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
@@ -127,7 +137,10 @@ def lab_model(name: str, cfg: dict | str = "lab", force: bool = False) -> Path:
                                     digest=digest, name=name, **common)
     start = time.perf_counter()
     torch.manual_seed(cfg["seed"])
-    model, tok, task = _new_model(objective, kind, cfg, common)
+    if objective == "dae-cont":
+        model, tok, task = _continued_denoising(lab_model(base, cfg), cfg, common)
+    else:
+        model, tok, task = _new_model(objective, kind, cfg, common)
     trained, log = fit(MaskedPositionsOnly(model) if objective == "mlm" else model, task, steps, lr=cfg["train_lr"],
                        warmup=cfg["train_warmup"], seed=cfg["seed"], digest=digest,
                        checkpoint=checkpoint_path(out_dir), checkpoint_every=cfg.get("train_checkpoint_every") or 0,
