@@ -3,6 +3,8 @@ once (`lab_model`, its base first) and found again by the digest of everything t
 from __future__ import annotations
 
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import pandas as pd
@@ -31,7 +33,7 @@ DROPOUT = 0.0
 # small encoder-decoder needs thousands of steps before cross-attention aligns target and source
 # (a copy task stays at chance for 300 steps); with these it copies after ~100.
 SUMMARY_COLUMNS = ["model", "analogue", "objective", "data", "parameters", "steps", "batch_size", "seconds",
-                   "trained", "wall_seconds"]
+                   "trained"]
 
 
 def _settings(cfg: dict, keys) -> dict:
@@ -151,30 +153,49 @@ def lab_model(name: str, cfg: dict | str = "lab", force: bool = False) -> Path:
                    "batch_size": cfg["train_batch"]})
 
 
+def _train_alone(name: str, cfg: dict) -> None:
+    """A worker process: train one lab model with one CPU thread (its base is trained already)."""
+    torch.set_num_threads(1)
+    lab_model(name, cfg)
+
+
+def _train_in_workers(names: list[str], cfg: dict) -> None:
+    """Train `names` in `train_workers` processes, bases before the models that continue them."""
+    bases = {registry.lab_spec(n).base for n in names} - {None}
+    for stage in ([n for n in names if n in bases or not registry.lab_spec(n).base],
+                  [n for n in names if n not in bases and registry.lab_spec(n).base]):
+        todo = [n for n in stage if not is_trained(paths.model_dir(cfg["preset"], n), digest_of(n, cfg))]
+        for base in {registry.lab_spec(n).base for n in todo} - {None}:
+            lab_model(base, cfg)  # a base outside `names`, needed by this stage
+        with ProcessPoolExecutor(max_workers=cfg["train_workers"], mp_context=get_context("spawn")) as pool:
+            for done in [pool.submit(_train_alone, n, cfg) for n in todo]:
+                done.result()
+
+
 def train_lab_models(cfg: dict | str = "lab", names=None, write: bool = True) -> pd.DataFrame:
-    """Train (or reuse) the lab models; write `training.csv` (model, step, loss) and return
-    one row per model: model, paper analogue, objective, directions, parameters, steps, seconds,
-    trained (False when it was already saved)."""
+    """Train (or reuse) the lab models, in `train_workers` processes; write `training.csv` (model, step,
+    loss) and return one row per model: model, paper analogue, objective, directions, parameters, steps,
+    seconds, trained (False when it was already saved)."""
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
     names = list(names if names is not None else [n for n in cfg.get("models", registry.LAB_MODELS) if registry.is_lab(n)])
+    before = {name: marker(paths.model_dir(cfg["preset"], name)) for name in names}
+    if cfg["train_workers"] > 1 and len(names) > 1:
+        _train_in_workers(names, cfg)
     rows = []
     for name in names:
-        before = marker(paths.model_dir(cfg["preset"], name))
-        start = time.perf_counter()
-        out_dir = lab_model(name, cfg)
-        elapsed = time.perf_counter() - start
+        out_dir = lab_model(name, cfg)  # trained above, or here
         info = marker(out_dir)
-        trained = before is None or before.get("digest") != info["digest"]
+        trained = before[name] is None or before[name].get("digest") != info["digest"]
         spec = registry.lab_spec(name)
         rows.append({"model": name, "analogue": spec.paper_analogue, "objective": registry.OBJECTIVES[spec.objective],
                      "data": f"{spec.data} ({info['steps'] * info['batch_size']:,} seen)", "parameters": info["parameters"],
                      "steps": info["steps"], "batch_size": info["batch_size"],
-                     "seconds": info["seconds"], "trained": trained, "wall_seconds": round(elapsed, 1)})
+                     "seconds": info["seconds"], "trained": trained})
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     if write and PartialState().is_main_process:
         store = Store(cfg["preset"])
         store.write("training", training_log(cfg, names))
-        store.write("lab_models", summary.drop(columns=["trained", "wall_seconds"]))
+        store.write("lab_models", summary.drop(columns=["trained"]))
     return summary
 
 
