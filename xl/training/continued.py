@@ -36,7 +36,7 @@ def continue_pretraining(base: str | os.PathLike, parallel, kind: str | list, ou
     preset's or 0 (none). Reuses `out_dir` if it was saved with the same digest; resumes from its checkpoint.
     """
     cfg = cfg or {}
-    lr = lr if lr is not None else cfg.get("train_lr", PAPER["train_lr"])
+    lr = lr if lr is not None else cfg.get("train_mt_lr", PAPER["train_mt_lr"])
     warmup = warmup if warmup is not None else cfg.get("train_warmup", PAPER["train_warmup"])
     checkpoint_every = checkpoint_every if checkpoint_every is not None else cfg.get("train_checkpoint_every") or 0
     out_dir = Path(out_dir)

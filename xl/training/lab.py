@@ -25,7 +25,7 @@ from xl.training.loop import VERSION, MaskedPositionsOnly, finish, fit, set_gene
 from xl.training.objectives import MLM_MASK, MonolingualTask, TranslationTask, directions
 
 ARCH_KEYS = ["model_dim", "model_layers", "model_decoder_layers", "model_ffn", "model_heads", "model_max_length"]
-TRAIN_KEYS = ["train_batch", "train_lr", "train_warmup", "seed"]
+TRAIN_KEYS = ["train_batch", "train_lr", "train_mt_lr", "train_warmup", "seed"]
 # A few hundred steps over ~25,000 verses per language: the models underfit, dropout would only slow them.
 DROPOUT = 0.0
 # Weights start with std d_model**-0.5 (0.0625 for 256) rather than transformers' 0.02 (made for
@@ -41,6 +41,12 @@ def _settings(cfg: dict, keys) -> dict:
     if missing:
         raise XLError(f"preset {cfg.get('preset')!r} does not define {missing} (needed to train lab models)")
     return {k: cfg[k] for k in keys}
+
+
+def lr_of(objective: str, cfg: dict) -> float:
+    """The peak learning rate of an objective: `train_mt_lr` for translation and for the control that
+    trains as long as the CP models (the same schedule, only the objective differs), else `train_lr`."""
+    return cfg["train_mt_lr"] if objective in ("cp", "mt", "dae-cont") else cfg["train_lr"]
 
 
 def steps_of(name: str, cfg: dict) -> int:
@@ -134,8 +140,9 @@ def lab_model(name: str, cfg: dict | str = "lab", force: bool = False) -> Path:
     objective, kind, base = spec.objective, spec.directions, spec.base
     steps = steps_of(name, cfg)
     common = dict(steps=steps, batch_size=cfg["train_batch"], max_length=cfg["model_max_length"], seed=cfg["seed"])
+    lr = lr_of(objective, cfg)
     if objective == "cp":
-        return continue_pretraining(lab_model(base, cfg), parallel_train(cfg), kind, out_dir, cfg=cfg,
+        return continue_pretraining(lab_model(base, cfg), parallel_train(cfg), kind, out_dir, cfg=cfg, lr=lr,
                                     digest=digest, name=name, **common)
     start = time.perf_counter()
     torch.manual_seed(cfg["seed"])
@@ -143,7 +150,7 @@ def lab_model(name: str, cfg: dict | str = "lab", force: bool = False) -> Path:
         model, tok, task = _continued_denoising(lab_model(base, cfg), cfg, common)
     else:
         model, tok, task = _new_model(objective, kind, cfg, common)
-    trained, log = fit(MaskedPositionsOnly(model) if objective == "mlm" else model, task, steps, lr=cfg["train_lr"],
+    trained, log = fit(MaskedPositionsOnly(model) if objective == "mlm" else model, task, steps, lr=lr,
                        warmup=cfg["train_warmup"], seed=cfg["seed"], digest=digest,
                        checkpoint=checkpoint_path(out_dir), checkpoint_every=cfg.get("train_checkpoint_every") or 0,
                        log_every=cfg.get("train_log_every") or 10, desc=name)
