@@ -96,6 +96,7 @@ def test_directions():
     assert objectives.directions("m2o", ["en", "de", "zh"]) == [("de", "en"), ("zh", "en")]
     assert objectives.directions("o2m", ["en", "de", "zh"]) == [("en", "de"), ("en", "zh")]
     assert len(objectives.directions("m2m", ["en", "de", "zh"])) == 6
+    assert objectives.directions("en-m2m", ["en", "de", "zh"]) == [("de", "en"), ("zh", "en"), ("en", "de"), ("en", "zh")]
     with pytest.raises(XLError):
         objectives.directions("x2y", ["en"])
 

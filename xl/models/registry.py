@@ -18,7 +18,8 @@ from xl.core.errors import XLError
 FAMILIES = ("LM", "MT", "CP")
 # what each translation model learned to translate (xl.training.objectives.directions)
 DIRECTIONS = {"m2m": "all directions among the languages", "m2o": "every language into English",
-              "o2m": "English into every language"}
+              "o2m": "English into every language",
+              "en-m2m": "every language into and out of English (English-centric many-to-many)"}
 OBJECTIVES = {"mlm": "masked LM", "dae": "denoising (span infilling)",
               "cp": "translation, continued from lab-dae", "mt": "translation from scratch",
               "dae-cont": "denoising, continued from lab-dae (the CP models' steps and verses)"}
@@ -51,12 +52,14 @@ MODELS = {m.label: m for m in [
     Model("XLM-R", "LM", "masked LM", hub_id="xlm-roberta-base", arch="xlmr"),
     Model("mBART", "LM", "denoising", hub_id="facebook/mbart-large-50"),
     Model("NLLB 600M", "MT", "translation", "m2m", hub_id="facebook/nllb-200-distilled-600M", arch="m2m100"),
-    Model("mBART m2m", "CP", "translation", "m2m", hub_id="facebook/mbart-large-50-many-to-many-mmt", base="mBART"),
+    # mBART-50's many-to-many model was fine-tuned on English-centric pairs (Tang et al. 2020)
+    Model("mBART m2m", "CP", "translation", "en-m2m", hub_id="facebook/mbart-large-50-many-to-many-mmt",
+          base="mBART"),
     Model("mBART m2o", "CP", "translation", "m2o", hub_id="facebook/mbart-large-50-many-to-one-mmt", base="mBART"),
     Model("mBART o2m", "CP", "translation", "o2m", hub_id="facebook/mbart-large-50-one-to-many-mmt", base="mBART"),
     Model("lab-mlm", "LM", "mlm", paper_analogue="XLM-R", arch="xlmr"),
     Model("lab-dae", "LM", "dae", paper_analogue="mBART"),
-    Model("lab-m2m", "CP", "cp", "m2m", base="lab-dae", paper_analogue="mBART m2m"),
+    Model("lab-m2m", "CP", "cp", "en-m2m", base="lab-dae", paper_analogue="mBART m2m"),
     Model("lab-m2o", "CP", "cp", "m2o", base="lab-dae", paper_analogue="mBART m2o"),
     Model("lab-o2m", "CP", "cp", "o2m", base="lab-dae", paper_analogue="mBART o2m"),
     Model("lab-mt", "MT", "mt", "m2m", paper_analogue="NLLB 600M"),

@@ -6,6 +6,7 @@
 | lab-dae | mBART | denoising (span infilling) | monolingual training verses |
 | lab-m2m / m2o / o2m | mBART-50 MMT | lab-dae continued with translation | parallel training verses |
 | lab-mt | NLLB | translation from scratch, all directions | parallel training verses |
+| lab-dae-cont | (control) | lab-dae continued with denoising, the CP models' steps | the CP models' verses |
 
 - `objectives`: the batches of each objective (masked LM, span infilling, translation directions).
 - `loop`: `fit`, the training loop, with checkpoints, resume and out-of-memory halving; `finish` saves.

@@ -92,7 +92,8 @@ def mlm_mask(input_ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab
 # ---------------------------------------------------------------- directions
 
 def directions(kind: str, languages, pivot: str = "en") -> list[tuple[str, str]]:
-    """Translation directions of a model: 'm2m' (all ordered pairs), 'm2o' (into English), 'o2m' (from English)."""
+    """Translation directions of a model: 'm2m' (all ordered pairs), 'en-m2m' (into and out of English),
+    'm2o' (into English), 'o2m' (from English)."""
     languages = list(languages)
     if kind not in DIRECTIONS:
         raise XLError(f"unknown translation directions {kind!r}; choose one of {list(DIRECTIONS)}")
@@ -101,7 +102,8 @@ def directions(kind: str, languages, pivot: str = "en") -> list[tuple[str, str]]
     if kind == "m2m":
         return [(s, t) for s, t in itertools.permutations(languages, 2)]
     others = [lang for lang in languages if lang != pivot]
-    return [(s, pivot) for s in others] if kind == "m2o" else [(pivot, t) for t in others]
+    into, out_of = [(s, pivot) for s in others], [(pivot, t) for t in others]
+    return {"m2o": into, "o2m": out_of, "en-m2m": into + out_of}[kind]
 
 
 # ---------------------------------------------------------------- batching
