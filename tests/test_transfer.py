@@ -233,6 +233,8 @@ def test_tables():
     assert transfer.agreement(t1, spread=t1 * 0 + 40)["agrees"] is None  # gap within the seed spread
     assert transfer.agreement(t1, chance=pd.Series({"genre": 70.0, "xref": 10.0}))["at_chance"] == ["genre"]
     assert transfer.agreement(t1, chance=pd.Series({"genre": 70.0, "xref": 70.0}))["agrees"] is None
+    untested = transfer.agreement(t1, failed={"lab-o2m"})  # the only MT/CP model did not learn to translate
+    assert untested["agrees"] is None and "not tested" in untested["sentence"] and untested["MT"] != untested["MT"]
     sim = pd.DataFrame({"model": ["lab-mlm"] * 2 + ["lab-o2m"] * 2, "layer": 2, "metric": "cka",
                         "lang_a": "en", "lang_b": ["de", "zh"] * 2, "value": [0.9, 0.7, 0.4, 0.3]})
     sep = pd.DataFrame({"model": ["lab-mlm", "lab-o2m"], "layer": 2, "metric": "probe", "value": [0.6, 0.9]})

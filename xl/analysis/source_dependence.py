@@ -147,3 +147,13 @@ def verdict(gated: pd.DataFrame) -> str:
 def failed(gated: pd.DataFrame) -> set[str]:
     """The models of a gate table that fail it."""
     return set(gated.model[~gated.passes_gate.astype(bool)])
+
+
+def failed_in(preset: str) -> set[str]:
+    """The models that fail the gate in a preset's results (gate.csv of the models chapter), if any."""
+    store = Store(preset)
+    return failed(store.read("gate")) if store.exists("gate") else set()
+
+
+NOT_TESTED = ("not tested: no MT or CP model of this run passes the source-dependence gate of the models "
+              "chapter, so none stands for the translation objective")

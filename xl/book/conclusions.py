@@ -94,7 +94,7 @@ CHECKS = {"alignment": ("similarity", alignment), "separability": ("separability
 def verdicts(preset: str) -> pd.DataFrame:
     """One row per finding for one preset's results."""
     store = Store(preset)
-    failed = source_dependence.failed(store.read("gate")) if store.exists("gate") else set()
+    failed = source_dependence.failed_in(preset)
     rows = []
     for finding, (table, check) in CHECKS.items():
         if not store.exists(table):

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, spearmanr
 
+from xl.analysis.source_dependence import NOT_TESTED
 from xl.core import paths
 from xl.data import overlap
 from xl.data import tasks as tasklib
@@ -121,12 +122,14 @@ def beside_paper(ours: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def agreement(ours: pd.DataFrame, spread: pd.DataFrame | None = None, chance: pd.Series | None = None) -> dict:
+def agreement(ours: pd.DataFrame, spread: pd.DataFrame | None = None, chance: pd.Series | None = None,
+              failed=()) -> dict:
     """Does this run agree with the paper (LM-trained models transfer better than MT-trained ones)?
 
     ours: a table1() frame (its columns are the tasks compared); spread: seed_spread() of the
     same runs (a gap smaller than the mean spread is called inconclusive); chance: chance level
-    per task on the same scale (tasks where models stay within 2 points of it are named).
+    per task on the same scale (tasks where models stay within 2 points of it are named); failed: models
+    that fail the source-dependence gate, left out of the MT side (xl.analysis.source_dependence).
     Returns the family means, their gap, the Spearman correlation of our per-model averages
     with the paper's (matched rows), and a plain sentence.
     """
@@ -134,7 +137,7 @@ def agreement(ours: pd.DataFrame, spread: pd.DataFrame | None = None, chance: pd
     avg = ours.mean(axis=1)
     fam = {m: registry.family(m) for m in ours.index}
     lm = [avg[m] for m in ours.index if fam[m] == "LM"]
-    mt = [avg[m] for m in ours.index if fam[m] in ("MT", "CP")]
+    mt = [avg[m] for m in ours.index if fam[m] in ("MT", "CP") and m not in set(failed)]
     lm_mean = float(np.mean(lm)) if lm else float("nan")
     mt_mean = float(np.mean(mt)) if mt else float("nan")
     matched = [m for m in ours.index if registry.paper_analogue(m) in paper.index]
@@ -148,6 +151,9 @@ def agreement(ours: pd.DataFrame, spread: pd.DataFrame | None = None, chance: pd
         at_chance = [t for t in ours.columns if t in chance.index and ours[t].mean() - chance[t] < 2.0]
     out = {"LM": lm_mean, "MT": mt_mean, "gap": lm_mean - mt_mean, "spread": noise, "spearman": rho,
            "at_chance": at_chance, "agrees": None}
+    if lm and not mt and failed:
+        out["sentence"] = f"LM-trained models score {lm_mean:.1f}; the comparison with the paper is {NOT_TESTED}."
+        return out
     if not (lm and mt):
         out["sentence"] = "Not enough model families at this scale to compare with the paper."
         return out
