@@ -14,3 +14,31 @@
     }
   });
 })();
+
+// embed-amd.js typesets widget labels with MathJax 2's call, MathJax.Hub.Queue(["Typeset", MathJax.Hub, el]),
+// whenever window.MathJax exists; the book loads MathJax 3 (book/_static/mathjax), which has no Hub. Give
+// the MathJax 3 object that call, forwarded to its typesetPromise. This file runs before MathJax (a
+// deferred script), so catch the moment MathJax 3 replaces its configuration in window.MathJax.
+(function () {
+  function withHub(mathjax) {
+    if (mathjax && mathjax.version && !mathjax.Hub) {
+      mathjax.Hub = {Queue: function (job) {
+        var element = job && job[2];
+        if (mathjax.typesetPromise) {
+          mathjax.typesetPromise(element ? [element] : undefined).catch(function () {});
+        }
+      }};
+    }
+    return mathjax;
+  }
+  if (window.MathJax !== undefined && window.MathJax.version) {  // MathJax 3 is there already
+    withHub(window.MathJax);
+    return;
+  }
+  var current = window.MathJax;  // undefined, or the configuration the page gives MathJax 3
+  Object.defineProperty(window, "MathJax", {
+    configurable: true,
+    get: function () { return current; },
+    set: function (value) { current = withHub(value); }
+  });
+})();
