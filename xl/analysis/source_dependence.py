@@ -31,10 +31,10 @@ from xl.core import presets
 from xl.core.results import Store
 from xl.data import languages as langs
 from xl.models import registry
+from xl.training.objectives import IGNORE
 
 MIN_GAP = 0.5  # nats per target piece
 MIN_CHRF_MARGIN = 2.0  # chrF points over the source-blind baseline
-IGNORE = -100
 COLUMNS = ["model", "src", "tgt", "loss_true", "loss_random", "loss_same_length", "gap_same_length", "verses"]
 
 

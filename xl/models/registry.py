@@ -101,7 +101,7 @@ def family(name: str) -> str:
 
 
 def directions(name: str) -> str | None:
-    """'m2m', 'm2o' or 'o2m' for a translation model (MT or CP), None for the others."""
+    """A key of DIRECTIONS ('m2m', 'en-m2m', 'm2o', 'o2m') for a translation model (MT or CP), None for the others."""
     entry = spec(name)
     return entry.directions if entry else None
 

@@ -12,9 +12,9 @@ import random
 from io import BytesIO
 from pathlib import Path
 
+import pandas as pd
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as spm_pb2
-import pandas as pd
 from transformers import AutoTokenizer, MBart50Tokenizer, XLMRobertaTokenizer
 
 from xl.core import io, paths

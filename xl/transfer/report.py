@@ -137,7 +137,8 @@ def agreement(ours: pd.DataFrame, spread: pd.DataFrame | None = None, chance: pd
     avg = ours.mean(axis=1)
     fam = {m: registry.family(m) for m in ours.index}
     lm = [avg[m] for m in ours.index if fam[m] == "LM"]
-    mt = [avg[m] for m in ours.index if fam[m] in ("MT", "CP") and m not in set(failed)]
+    failed = set(failed)
+    mt = [avg[m] for m in ours.index if fam[m] in ("MT", "CP") and m not in failed]
     lm_mean = float(np.mean(lm)) if lm else float("nan")
     mt_mean = float(np.mean(mt)) if mt else float("nan")
     matched = [m for m in ours.index if registry.paper_analogue(m) in paper.index]
