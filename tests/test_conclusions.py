@@ -1,64 +1,99 @@
-"""Verdicts follow the numbers: synthetic tables where we know the answer, and the flipped case."""
+"""Verdicts follow the numbers: one rule (xl.analysis.verdict) on synthetic evidence where we know the answer."""
+import numpy as np
 import pandas as pd
 import pytest
 
+from xl.analysis import bootstrap, verdict
 from xl.book import conclusions
+from xl.core.errors import XLError
 from xl.core.results import Store
 
-
-def similarity(lm, cp):
-    rows = []
-    for model, value in (("lab-mlm", lm), ("lab-dae", lm), ("lab-m2m", cp), ("lab-mt", cp)):
-        for layer in (0, 1):
-            rows += [(model, layer, "linear_cka", a, b, value if layer == 1 else 0.9)
-                     for a in ("en", "de") for b in ("en", "de")]
-    return pd.DataFrame(rows, columns=["model", "layer", "metric", "lang_a", "lang_b", "value"])
+LM, MT = ("lab-mlm", "lab-dae"), ("lab-m2m", "lab-mt")
 
 
-def transfer(lm, cp):
-    rows = [(m, t, lang, 0, "accuracy", lm if m in ("lab-mlm", "lab-dae") else cp)
-            for m in ("lab-mlm", "lab-dae", "lab-m2o") for t in ("genre", "xref") for lang in ("de", "ru")]
-    rows += [(m, "genre", "en", 0, "accuracy", 0.99) for m in ("lab-mlm", "lab-m2o")]
-    return pd.DataFrame(rows, columns=["model", "task", "lang", "seed", "metric", "score"])
+def measured(lm: float, mt: float, noise: float = 0.01, n_boot: int = 200, seed: int = 0):
+    """Estimates per model and bootstrap replicates scattered around them with sd `noise`."""
+    estimate = pd.Series({**{m: lm for m in LM}, **{m: mt for m in MT}})
+    rng = np.random.default_rng(seed)
+    replicates = pd.DataFrame({m: v + noise * rng.normal(size=n_boot) for m, v in estimate.items()})
+    return estimate, replicates
 
 
-def test_alignment_and_transfer_verdicts_follow_the_numbers():
-    assert conclusions.alignment(similarity(lm=0.6, cp=0.4))["verdict"] == "agrees"
-    flipped = conclusions.alignment(similarity(lm=0.4, cp=0.6))
-    assert flipped["verdict"] == "disagrees" and flipped["MT/CP"] == pytest.approx(0.6)
-    ours = conclusions.transfer(transfer(lm=0.7, cp=0.5))
-    assert ours["verdict"] == "agrees" and ours["LM"] == pytest.approx(0.7)  # English left out
-    assert conclusions.transfer(transfer(lm=0.5, cp=0.7))["verdict"] == "disagrees"
+def test_the_rule_reads_the_interval():
+    est, boot = measured(lm=0.6, mt=0.4)
+    r = verdict.decide(est, boot, paper_sign=-1)
+    assert r["verdict"] == "agrees" and r["difference"] == pytest.approx(-0.2)
+    assert r["ci_low"] < -0.2 < r["ci_high"] < 0 and (r["n_models_lm"], r["n_models_mt"]) == (2, 2)
+    assert verdict.decide(est, boot, paper_sign=1)["verdict"] == "disagrees"
+    est, boot = measured(lm=0.5, mt=0.505, noise=0.05)  # the difference is well inside the noise
+    assert verdict.decide(est, boot, paper_sign=1)["verdict"] == "inconclusive"
+    assert verdict.decide(est, None, paper_sign=1)["verdict"] == "inconclusive"  # no interval, no call
 
 
-def test_scaling_and_separability():
-    svd = pd.DataFrame([("lab-dae", 2, "K", 1.0, None), ("lab-m2m", 2, "K", 1.2, 0.2), ("lab-o2m", 2, "K", 0.7, 0.3),
-                        ("lab-dae", 1, "K", 9.0, None)], columns=["model", "layer", "matrix", "sigma_norm", "d"])
-    s = conclusions.scaling(svd)
-    assert s["LM"] == 1.0 and s["MT/CP"] == pytest.approx(0.95) and s["verdict"] == "disagrees"
-    sep = pd.DataFrame([("lab-mlm", 1, "same_minus_translation", 0.1), ("lab-m2m", 1, "same_minus_translation", 0.3)],
-                       columns=["model", "layer", "metric", "value"])
-    assert conclusions.separability(sep)["verdict"] == "agrees"
+def test_interval_is_the_basic_interval_of_the_paired_differences():
+    est, boot = measured(lm=0.6, mt=0.4, noise=0.05)
+    boot[list(MT)] += 0.03  # resampling shifts a statistic (duplicated sentences raise CKA): the interval must not
+    diffs = boot[list(MT)].mean(axis=1) - boot[list(LM)].mean(axis=1)
+    q_low, q_high = np.percentile(diffs, [2.5, 97.5])
+    r = verdict.decide(est, boot, paper_sign=-1)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((2 * -0.2 - q_high, 2 * -0.2 - q_low))
+    assert r["ci_low"] < -0.2 - 0.01 < -0.2 + 0.01 < r["ci_high"]  # centred on the estimate, not on -0.17
+    assert bootstrap.basic_interval(1.0, [1.1, 1.2, 1.3]) == pytest.approx((0.7, 0.9), abs=0.02)
+
+
+def test_failed_models_and_missing_families_are_not_tested():
+    est, boot = measured(lm=0.6, mt=0.4)
+    kept = verdict.decide(est, boot, paper_sign=-1, failed=["lab-mt"])
+    assert kept["n_models_mt"] == 1 and kept["verdict"] == "agrees"
+    gone = verdict.decide(est, boot, paper_sign=-1, failed=list(MT))
+    assert gone["verdict"] == "not tested" and gone["n_models_mt"] == 0
+    assert verdict.decide(est, boot, paper_sign=-1, at_floor=True)["verdict"] == "not tested"
+    with pytest.raises(XLError, match="paper_sign"):
+        verdict.decide(est, boot, paper_sign=0)
+
+
+def test_bootstrap_helpers():
+    idx = bootstrap.resamples(50, n_boot=7, seed=3)
+    assert idx.shape == (7, 50) and idx.min() >= 0 and idx.max() < 50
+    assert (idx == bootstrap.resamples(50, n_boot=7, seed=3)).all()
+    assert bootstrap.interval(np.arange(101)) == pytest.approx((2.5, 97.5))
+    with pytest.raises(XLError):
+        bootstrap.resamples(1)
+
+
+def test_evidence_round_trip():
+    est, boot = measured(lm=0.6, mt=0.4, n_boot=5)
+    table = verdict.evidence("alignment", "CKA", est, boot)
+    e, b, measure, floor = verdict.from_evidence(table, "alignment")
+    assert measure == "CKA" and not floor
+    pd.testing.assert_series_equal(e, est, check_names=False)
+    np.testing.assert_allclose(b[est.index].values, boot.values)
+    floor_table = verdict.evidence("transfer", "no task above chance", pd.Series(dtype=float), None, at_floor=True)
+    assert verdict.from_evidence(floor_table, "transfer")[3]
+    with pytest.raises(XLError, match="no evidence"):
+        verdict.from_evidence(table, "transfer")
 
 
 @pytest.mark.fault
-def test_missing_tables_are_not_run(book_root):
+def test_verdicts_come_from_the_chapters_evidence(book_root):
     store = Store("smoke")
-    store.write("similarity", similarity(lm=0.6, cp=0.4))
-    table = conclusions.verdicts("smoke").set_index("finding").verdict
-    assert table["alignment"] == "agrees" and table["transfer"] == "not run"
+    est, boot = measured(lm=0.6, mt=0.4)
+    store.write("similarity_evidence", pd.concat([verdict.evidence("alignment", "CKA", est, boot),
+                                                  verdict.evidence("separability", "gap", est, boot)]))
+    table = conclusions.verdicts("smoke").set_index("finding")
+    assert table.loc["alignment", "verdict"] == "agrees"        # the paper: MT not more aligned
+    assert table.loc["separability", "verdict"] == "disagrees"  # the paper: MT more separable
+    assert table.loc["transfer", "verdict"] == "not run" and table.loc["scaling", "verdict"] == "not run"
+    assert table.loc["alignment", "LM"] == pytest.approx(0.6) and table.loc["alignment", "MT/CP"] == pytest.approx(0.4)
     assert conclusions.scales_run() == ["smoke"]
-
-
-def test_a_difference_within_the_tolerance_is_inconclusive():
-    assert conclusions.alignment(similarity(lm=0.500, cp=0.495))["verdict"] == "inconclusive"
-    assert conclusions.alignment(similarity(lm=0.500, cp=0.480))["verdict"] == "agrees"
 
 
 @pytest.mark.fault
 def test_models_that_fail_the_source_gate_are_left_out(book_root):
     store = Store("smoke")
-    store.write("similarity", similarity(lm=0.6, cp=0.4))  # the MT/CP side: lab-m2m and lab-mt
+    est, boot = measured(lm=0.6, mt=0.4)
+    est["lab-mt"] = 0.9  # a failing model that would flip the verdict
+    store.write("similarity_evidence", verdict.evidence("alignment", "CKA", est, boot.assign(**{"lab-mt": 0.9})))
     store.write("gate", pd.DataFrame({"model": ["lab-m2m", "lab-mt"], "passes_gate": [True, False]}))
     kept = conclusions.verdicts("smoke").set_index("finding")
     assert kept.loc["alignment", "verdict"] == "agrees" and kept.loc["alignment", "MT/CP"] == pytest.approx(0.4)

@@ -11,7 +11,7 @@ LAB_MODELS = ["lab-mlm", "lab-dae", "lab-m2m", "lab-m2o", "lab-o2m", "lab-mt", "
 SMOKE = dict(
     description="seconds, for tests: 4 languages, 3 books, tiny models", corpus="bible",
     languages=["en", "de", "ru", "zh"], books=[1, 19, 43], vocab_size=2000, tokenizer_verses_per_language=2000,
-    analysis_verses=64, flores_dir=None, models=LAB_MODELS, seed=0,
+    analysis_verses=64, bootstrap_replicates=20, flores_dir=None, models=LAB_MODELS, seed=0,
     model_dim=32, model_layers=2, model_decoder_layers=1, model_ffn=64, model_heads=2, model_max_length=32,
     train_batch=8, train_lr=0.001, train_mt_lr=0.001, train_warmup=0.1, train_steps={"mlm": 10, "dae": 10, "cp": 10, "mt": 10},
     train_checkpoint_every=5, train_log_every=2, train_workers=1, mt_eval_verses=8, mt_eval_pairs=PAIRS,
@@ -21,7 +21,7 @@ SMOKE = dict(
 LAB = dict(
     description="a laptop CPU, offline: 10 languages of the Bible corpus, small models trained here",
     corpus="bible", languages=["en", "de", "fr", "es", "ru", "ar", "hi", "tr", "vi", "zh"], books=None,
-    vocab_size=8000, tokenizer_verses_per_language=12000, analysis_verses=1000, flores_dir=None,
+    vocab_size=8000, tokenizer_verses_per_language=12000, analysis_verses=1000, bootstrap_replicates=200, flores_dir=None,
     models=LAB_MODELS, seed=0,
     model_dim=128, model_layers=4, model_decoder_layers=2, model_ffn=512, model_heads=4, model_max_length=96,
     train_batch=32, train_lr=0.001, train_mt_lr=0.003, train_warmup=0.06, train_steps={"mlm": 1200, "dae": 800, "cp": 600, "mt": 600},
@@ -32,7 +32,7 @@ LAB = dict(
 PAPER = dict(
     description="a GPU with internet (Colab): the paper's Hugging Face models, FLORES-200 and XGLUE",
     corpus="flores", languages=["en", "de", "fr", "es", "ru", "ar", "hi", "tr", "vi", "zh", "sw", "th", "ur"],
-    books=None, vocab_size=None, tokenizer_verses_per_language=None, analysis_verses=1000, flores_dir=None,
+    books=None, vocab_size=None, tokenizer_verses_per_language=None, analysis_verses=1000, bootstrap_replicates=200, flores_dir=None,
     models=["bert-base-multilingual-cased", "xlm-roberta-base", "facebook/mbart-large-50",
             "facebook/nllb-200-distilled-600M", "facebook/mbart-large-50-many-to-many-mmt",
             "facebook/mbart-large-50-many-to-one-mmt", "facebook/mbart-large-50-one-to-many-mmt"], seed=0,

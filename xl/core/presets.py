@@ -78,6 +78,7 @@ KEYS: dict[str, Key] = dict(
     tokenizer_verses_per_language=Key(12000, int, "verses per language the lab tokenizer learns from", POSITIVE,
                                       none="no lab tokenizer"),
     analysis_verses=Key(1000, int, "aligned verses (sentences) per language in the analyses", POSITIVE),
+    bootstrap_replicates=Key(200, int, "bootstrap resamples behind every verdict's 95% interval", POSITIVE),
     flores_dir=Key(None, str, "the unpacked FLORES-200 release, for machines without the hub", none="the hub"),
     models=Key(LAB_MODELS, list, "the models compared (offline hub models: see xl.models.registry)", MODEL,
                item=str),
@@ -133,7 +134,7 @@ DELTAS: dict[str, dict] = {
     "smoke": dict(
         description="seconds, for tests: 4 languages, 3 books, tiny models",
         languages=["en", "de", "ru", "zh"], books=[1, 19, 43], vocab_size=2000,
-        tokenizer_verses_per_language=2000, analysis_verses=64,
+        tokenizer_verses_per_language=2000, analysis_verses=64, bootstrap_replicates=20,
         model_dim=32, model_layers=2, model_decoder_layers=1, model_ffn=64, model_heads=2, model_max_length=32,
         train_batch=8, train_mt_lr=1e-3, train_warmup=0.1, train_steps={"mlm": 10, "dae": 10, "cp": 10, "mt": 10},
         train_checkpoint_every=5, train_log_every=2, train_workers=1, mt_eval_verses=8,
