@@ -188,3 +188,101 @@ def test_long_inputs_are_cut_to_the_position_embeddings(tmp_path):
     assert enc.max_length == 12 - (tok.pad_token_id + 1)
     reps = enc.encode(["In the beginning God created the heavens and the earth. " * 5], "en", cache=False)
     assert reps.shape == (2, 1, 16) and np.isfinite(reps).all()
+
+
+# ---------------------------------------------------------------- final layer norm (pre-LN encoders)
+
+def _one_sentence_reference(enc, text, lang):
+    """(raw last layer, the model's own last_hidden_state), each mean-pooled over the real tokens of one
+    unpadded sentence (layout: lang-code or <s>, pieces, </s>); the raw stream caught going into the final norm."""
+    seen = []
+    hook = enc.model.layer_norm.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    try:
+        with torch.inference_mode():
+            enc.tokenizer.src_lang = xl.data.languages.code(lang, enc.lang_scheme)
+            ids = torch.tensor([enc.tokenizer(text)["input_ids"]])
+            own = enc.model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    finally:
+        hook.remove()
+    assert len(seen) == 1
+    return seen[0][0, 1:-1].mean(0).numpy(), own[0, 1:-1].mean(0).numpy()
+
+
+@pytest.mark.parametrize("arch", ["mbart", "m2m100"])
+def test_final_norm_changes_only_the_last_layer_of_pre_ln_encoders(encoders, arch):
+    enc = encoders[arch]
+    assert enc.has_final_norm
+    raw = enc.encode(TEXTS, "de", batch_size=4, cache=False)
+    normed = enc.encode(TEXTS, "de", batch_size=4, cache=False, final_norm=True)
+    reference = [_one_sentence_reference(enc, text, "de") for text in TEXTS]
+    np.testing.assert_allclose(raw[-1], np.stack([r for r, _ in reference]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(normed[-1], np.stack([n for _, n in reference]), rtol=1e-4, atol=1e-5)
+    assert np.abs(raw[-1] - normed[-1]).max() > 1e-3  # the two readings differ, far beyond the tolerance
+    np.testing.assert_array_equal(raw[:-1], normed[:-1])
+
+
+@pytest.mark.parametrize("arch", ["bert", "xlmr"])
+def test_final_norm_changes_nothing_for_post_ln_encoders(encoders, arch):
+    enc = encoders[arch]
+    assert not enc.has_final_norm
+    np.testing.assert_array_equal(enc.encode(TEXTS, "en", cache=False, final_norm=True),
+                                  enc.encode(TEXTS, "en", cache=False))
+    assert enc._cache_key(TEXTS, "en", 256, final_norm=True) == enc._cache_key(TEXTS, "en", 256)
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_final_norm_is_cached_apart_and_default_keys_are_unchanged(encoders, monkeypatch, first):
+    enc = encoders["mbart"]
+    old_key = xl.core.io.digest(encoder.CACHE_VERSION, enc.fingerprint, "en", 256, "fp32", TEXTS)
+    assert enc._cache_key(TEXTS, "en", 256) == old_key  # existing caches stay valid
+    assert enc._cache_key(TEXTS, "en", 256, final_norm=True) != old_key
+    expected = {f: enc.encode(TEXTS, "en", cache=False, final_norm=f) for f in (False, True)}
+    np.testing.assert_array_equal(enc.encode(TEXTS, "en", final_norm=first), expected[first])
+    assert len(list(paths.cache_dir("reps").glob("*.npy"))) == 2  # one forward pass stored both readings
+
+    def broken(*args, **kwargs):
+        raise AssertionError("model ran on a cache hit")
+
+    monkeypatch.setattr(enc.model, "forward", broken)
+    for final_norm in (not first, first):
+        np.testing.assert_array_equal(enc.encode(TEXTS, "en", final_norm=final_norm), expected[final_norm])
+    assert not np.allclose(expected[False][-1], expected[True][-1])
+
+
+# ---------------------------------------------------------------- languages every model can encode
+
+LANGS = ["en", "de", "fr", "el", "bg", "zh"]  # tiny NLLB codes: eng deu rus zho; mBART-50: no el, bg
+
+
+def test_readable_languages_agree_with_what_encode_accepts(folders, encoders):
+    for arch, enc in encoders.items():
+        accepted = []
+        for lang in LANGS:
+            try:
+                enc.tokenize(["a"], lang)
+                accepted.append(lang)
+            except XLError:
+                pass
+        assert encoder.readable_languages(str(folders[arch]), LANGS) == accepted, arch
+        assert encoder.readable_languages(enc, LANGS) == accepted, arch
+    assert encoder.readable_languages(str(folders["mbart"]), LANGS) == ["en", "de", "fr", "zh"]
+    assert encoder.readable_languages(str(folders["m2m100"]), LANGS) == ["en", "de", "zh"]
+
+
+def test_common_languages_drop_what_any_model_lacks_for_every_model(folders, monkeypatch):
+    def no_weights(*args, **kwargs):
+        raise AssertionError("weights loaded")
+
+    monkeypatch.setattr(encoder, "AutoModel", type("NoModel", (), {"from_pretrained": no_weights}))
+    bert, mbart, m2m = (str(folders[a]) for a in ("bert", "mbart", "m2m100"))
+    assert encoder.common_languages([bert], LANGS) == LANGS
+    assert encoder.common_languages([bert, mbart], LANGS) == ["en", "de", "fr", "zh"]
+    assert encoder.common_languages([bert, mbart, m2m], LANGS) == ["en", "de", "zh"]
+    assert encoder.common_languages([m2m, bert], ["zh", "en"]) == ["zh", "en"]  # the caller's order
+    # lab models, trained or not: lab-mlm has no codes, the others mBART-50's
+    assert encoder.common_languages(["lab-mlm"], LANGS, preset="smoke") == LANGS
+    assert encoder.common_languages(["lab-mlm", "lab-m2o"], LANGS, preset="smoke") == ["en", "de", "fr", "zh"]
+    with pytest.raises(XLError, match="every model"):
+        encoder.common_languages([mbart], ["el", "bg"])
+    with pytest.raises(XLError, match="unknown language"):
+        encoder.common_languages([bert], ["en", "xx"])

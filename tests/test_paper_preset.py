@@ -25,7 +25,7 @@ from xl.core import hub
 from xl.core.errors import XLError
 from xl.models.registry import PAPER_MODELS
 from xl.data import corpus, languages as langs, xglue
-from xl.models import tokenizer, registry
+from xl.models import encoder, registry, tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -102,6 +102,33 @@ def test_translation_uses_each_model_s_language_codes(stand_ins):
         ("de", "en"), ("fr", "en"), ("zh", "en")]
     held = translation.held_out_sample(cfg, n=5)
     assert list(held.columns) == LANGUAGES and len(held) == 5
+
+
+def test_paper_languages_are_those_every_paper_model_encodes(stand_ins):
+    """Family averages run over one language set: el and bg (XNLI's, NLLB has them) go for every model."""
+    folders = [str(stand_ins["models"][label]) for label in LABELS]
+    paper = xl.config("paper")["languages"]
+    assert encoder.common_languages(folders, paper + ["el", "bg"]) == paper
+    nllb = str(stand_ins["models"]["NLLB 600M"])
+    assert encoder.common_languages([nllb, folders[0]], ["en", "el", "bg"]) == ["en", "el", "bg"]
+    without_mbart = [f for f, label in zip(folders, LABELS) if not label.startswith("mBART")]
+    assert encoder.common_languages(without_mbart, ["en", "el", "bg"]) == ["en", "el", "bg"]
+
+
+def test_final_norm_reading_of_the_paper_encoder_decoders(stand_ins):
+    """mBART and NLLB: final_norm=True ends with the model's own last_hidden_state, the rest as by default."""
+    for label in ("mBART m2o", "NLLB 600M"):
+        enc = encoder.load_encoder(str(stand_ins["models"][label]), device="cpu")
+        texts = ["Jesus wept.", "In the beginning was the Word."]
+        raw, normed = (enc.encode(texts, "de", cache=False, final_norm=f) for f in (False, True))
+        batch = enc.tokenize(texts, "de")
+        with torch.inference_mode():
+            own = enc.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = enc.pool_mask(batch)
+        pooled = ((own * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)).numpy()
+        np.testing.assert_allclose(normed[-1], pooled, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(raw[:-1], normed[:-1])
+        assert np.abs(raw[-1] - normed[-1]).max() > 1e-3, label
 
 
 def test_hub_models_fail_fast_offline(offline):

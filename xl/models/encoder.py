@@ -12,6 +12,15 @@ raw stream at every layer, the last one included (captured with a hook on the
 final layer norm), so that every layer is measured the same way; the final
 norm is applied to no layer. (Post-LN encoders, BERT and XLM-R, normalise
 every layer's output themselves: nothing to do.)
+
+`encode(..., final_norm=True)` makes the last entry the final layer norm's
+output instead: what transformers returns as `last_hidden_state`, and what the
+transfer heads (xl.transfer.heads.TaskModel) read. The other layers do not
+change, nor does anything for post-LN encoders. One forward pass caches both
+readings, under keys of their own (the default one as before).
+
+`common_languages(models, languages)` gives the languages that every model can
+encode (mBART-50 has no code for el, bg), from tokenizers only, no weights.
 """
 from __future__ import annotations
 
@@ -31,6 +40,8 @@ from xl.data import languages as langs
 from xl.models import registry
 
 CACHE_VERSION = "reps-v1"
+FINAL_NORM_KEY = "final-norm"  # appended to the cache key of final_norm=True (default keys unchanged)
+SCHEME_OF_ARCH = {"mbart": "mbart", "m2m100": "nllb"}  # registry arch -> language codes (bert, xlmr: none)
 
 
 def quiet_transformers() -> None:
@@ -141,6 +152,54 @@ def weights_checksum(model, skip=()) -> list[str]:
             if torch.is_tensor(p) and p.is_floating_point() and not name.startswith(tuple(skip))]
 
 
+def _scheme_code(lang: str, scheme: str) -> str | None:
+    """`lang`'s code in `scheme` ('mbart', 'nllb'), None where data/languages.csv has none (mBART-50: el, bg)."""
+    try:
+        return langs.code(lang, scheme)
+    except XLError:
+        return None
+
+
+def _tokenizer_readable(tokenizer, languages) -> list[str]:
+    """Those of `languages` whose code the tokenizer has (all of them for a tokenizer without codes)."""
+    scheme = langs.scheme(tokenizer)
+    if scheme is None:
+        return list(languages)
+    vocab = set(tokenizer.get_vocab())
+    return [lang for lang in languages if _scheme_code(lang, scheme) in vocab]
+
+
+def readable_languages(model, languages, preset: str | None = None) -> list[str]:
+    """Those of `languages` that `model` (an Encoder, a lab name, a folder or a hub id) can encode, in
+    their order, without loading weights: from its tokenizer's language codes. Lab models need no
+    files: their tokenizer has every mBART-50 code (lab-mlm's has none, and reads every language)."""
+    languages = langs.check(languages)
+    if isinstance(model, Encoder):
+        return _tokenizer_readable(model.tokenizer, languages)
+    if registry.is_lab(model):
+        scheme = SCHEME_OF_ARCH.get(registry.MODELS[model].arch)
+        return [lang for lang in languages if scheme is None or _scheme_code(lang, scheme)]
+    quiet_transformers()
+    source, _, local_only = locate(model, preset)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    except OSError as err:
+        raise XLError(f"cannot load the tokenizer of {model!r}: {err}. {_download_hint(model)}") from err
+    return _tokenizer_readable(tokenizer, languages)
+
+
+def common_languages(models, languages, preset: str | None = None) -> list[str]:
+    """Those of `languages` that every one of `models` can encode, in their order: family averages
+    over the same languages for every model (with mBART-50 among them, el and bg go for all)."""
+    keep = langs.check(languages)
+    for model in models:
+        readable = set(readable_languages(model, keep, preset))
+        keep = [lang for lang in keep if lang in readable]
+        if not keep:
+            raise XLError(f"no language of {list(languages)} that every model of {list(models)} can encode")
+    return keep
+
+
 def _default_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -156,8 +215,7 @@ class Encoder:
         config = model.config
         self.num_layers = config.encoder_layers if config.is_encoder_decoder else config.num_hidden_layers
         self.hidden_size = config.hidden_size
-        kind = type(tokenizer).__name__.lower()
-        self.lang_scheme = "mbart" if "mbart" in kind else "nllb" if "nllb" in kind else None
+        self.lang_scheme = langs.scheme(tokenizer)
         norm = getattr(model, "layer_norm", None) if config.is_encoder_decoder else None
         self._final_norm = norm if isinstance(norm, nn.LayerNorm) else None
         # Special tokens (language codes included) are not pooled; <unk> stands for real text and is.
@@ -171,17 +229,19 @@ class Encoder:
         return (f"Encoder({self.name!r}, {type(self.model).__name__}, layers={self.num_layers}, "
                 f"hidden={self.hidden_size}, device={self.device})")
 
+    @property
+    def has_final_norm(self) -> bool:
+        """Whether the encoder is pre-LN with a final layer norm (mBART, NLLB), i.e. whether final_norm matters."""
+        return self._final_norm is not None
+
     def _set_language(self, lang: str) -> None:
         """Point an mBART/NLLB tokenizer at `lang`'s code, checking that the model has it."""
         langs.check([lang])
         if self.lang_scheme is None:
             return
-        try:
-            code = langs.code(lang, self.lang_scheme)
-        except XLError:
-            code = None
         if self._vocab is None:
             self._vocab = set(self.tokenizer.get_vocab())
+        code = _scheme_code(lang, self.lang_scheme)
         if code not in self._vocab:
             raise XLError(f"model {self.name!r} has no language code for {lang!r} "
                           f"({self.lang_scheme} code: {code or 'none'})")
@@ -201,11 +261,12 @@ class Encoder:
         special = torch.isin(ids, self._special_ids.to(ids.device))
         return (batch["attention_mask"].bool() & ~special).float()
 
-    def hidden_states(self, batch) -> list[torch.Tensor]:
-        """Every layer's token states, embeddings first, none with the final layer norm (see module doc)."""
+    def _all_states(self, batch) -> list[torch.Tensor]:
+        """Token states: embeddings, every layer's raw stream, then, for a pre-LN encoder only, the
+        last layer after the final norm (both readings of the last layer from one forward pass)."""
         captured = []
         hook = None
-        if self._final_norm is not None:
+        if self.has_final_norm:
             hook = self._final_norm.register_forward_hook(lambda mod, args, out: captured.append(args[0]))
         try:
             out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -215,34 +276,66 @@ class Encoder:
                 hook.remove()
         states = list(out.hidden_states)
         if captured:
-            states[-1] = captured[-1]
+            states[-1] = captured[-1]  # the raw stream going into the final norm
+            states.append(out.last_hidden_state)  # the model's own output, after it
         return states
 
+    def _reading(self, layers, final_norm: bool):
+        """One reading of `_all_states`-like layers (a list or an array, layers first): the last layer
+        raw (default) or after the final norm; the layers of a post-LN encoder as they are."""
+        if not self.has_final_norm:
+            return layers
+        if not final_norm:
+            return layers[:-1]
+        return layers[:-2] + layers[-1:] if isinstance(layers, list) else np.concatenate([layers[:-2], layers[-1:]])
+
+    def hidden_states(self, batch, final_norm: bool = False) -> list[torch.Tensor]:
+        """Every layer's token states, embeddings first; the final layer norm applied to the last one
+        only with `final_norm` (see module doc)."""
+        return self._reading(self._all_states(batch), final_norm)
+
     def _pooled(self, batch) -> torch.Tensor:
-        """(layers + 1, batch, hidden) float32 means over real tokens."""
+        """(layers + 1, or + 2 for both readings of a pre-LN encoder, batch, hidden) float32 means over real tokens."""
         mask = self.pool_mask(batch)
         count = mask.sum(1).clamp(min=1)[:, None]
-        return torch.stack([(h.float() * mask[..., None]).sum(1) / count for h in self.hidden_states(batch)])
+        return torch.stack([(h.float() * mask[..., None]).sum(1) / count for h in self._all_states(batch)])
 
-    def _cache_key(self, texts, lang, max_length) -> str:
+    def _cache_key(self, texts, lang, max_length, final_norm: bool = False) -> str:
         precision = "bf16" if self.device.type == "cuda" else "fp32"
-        return io.digest(CACHE_VERSION, self.fingerprint, lang, max_length, precision, texts)
+        # final_norm changes nothing without a final norm (BERT, XLM-R): one cache entry for both
+        variant = (FINAL_NORM_KEY,) if final_norm and self.has_final_norm else ()
+        return io.digest(CACHE_VERSION, self.fingerprint, lang, max_length, precision, texts, *variant)
 
     def encode(self, texts, lang: str, batch_size: int = 64, cache: bool = True,
-               max_length: int = 256) -> np.ndarray:
-        """Mean-pooled representations, float32 (layers + 1, len(texts), hidden), cached on disk."""
+               max_length: int = 256, final_norm: bool = False) -> np.ndarray:
+        """Mean-pooled representations, float32 (layers + 1, len(texts), hidden), cached on disk.
+
+        final_norm: the last layer after the encoder's final layer norm (mBART, NLLB), as the
+        transfer heads read it; default the raw residual stream (see module doc). A miss computes
+        and caches both readings: asking for the other one later costs no forward pass."""
         texts = [str(t) for t in texts]
         self._set_language(lang)
         shape = (self.num_layers + 1, len(texts), self.hidden_size)
-        return memo.memo("reps", self._cache_key(texts, lang, max_length),
-                         lambda: self._encode(texts, batch_size, min(max_length, self.max_length)), fmt="npy",
-                         enabled=cache, check=lambda a: None if a.shape == shape else f"shape {a.shape}, expected {shape}")
+
+        def wrong_shape(a):
+            return None if a.shape == shape else f"shape {a.shape}, expected {shape}"
+
+        hit = memo.read("reps", self._cache_key(texts, lang, max_length, final_norm), "npy", wrong_shape) if cache else None
+        if hit is not None:
+            return hit
+        every = self._encode(texts, batch_size, min(max_length, self.max_length))
+        if cache:  # one key for both readings of a post-LN encoder
+            for key, reading in {self._cache_key(texts, lang, max_length, r): r for r in (False, True)}.items():
+                memo.write("reps", key, self._reading(every, reading), "npy")
+        return np.array(self._reading(every, final_norm))  # a copy, not a view holding the other reading
 
     def _encode(self, texts, batch_size, max_length) -> np.ndarray:
-        """Batches of similar length (longest first), each padded to its own longest; original order restored."""
+        """Every reading (`_all_states`), pooled. Batches of similar length (longest first), each padded
+        to its own longest; original order restored."""
         ids = self.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
         order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
-        out = np.zeros((self.num_layers + 1, len(texts), self.hidden_size), dtype=np.float32)
+        readings = self.num_layers + 1 + int(self.has_final_norm)
+        out = np.zeros((readings, len(texts), self.hidden_size), dtype=np.float32)
         start = 0
         while start < len(order):
             chunk = order[start:start + batch_size]
