@@ -101,13 +101,15 @@ def test_finetune_lab_tasks_one_row_per_language(xlmr, lab, cfg):
     df = transfer.evaluate(xlmr, lab, seeds=[0], params=transfer.FinetuneParams.from_config(cfg), progress=False,
                            cache=False)
     main = transfer.main_rows(df)
-    assert list(df.columns) == ["model", "task", "lang", "seed", "metric", "score"]
+    assert list(df.columns) == ["model", "task", "lang", "seed", "metric", "layer", "score"]
     for name in lab:
         part = main[main.task == name]
-        assert sorted(part.lang) == sorted(cfg["languages"])
+        assert sorted(part.lang) == sorted(cfg["languages"]) and part.layer.isna().all()
         assert part.score.between(0, 1).all()
-    layers = df[df.metric.str.startswith("acc@1 layer")]
-    assert len(layers) == len(cfg["languages"]) * (xlmr.num_layers + 1)
+    layers = transfer.layer_rows(df)
+    assert len(layers) == len(cfg["languages"]) * (xlmr.num_layers + 1) and set(layers.metric) == {"acc@1"}
+    last = layers[layers.layer == xlmr.num_layers].set_index("lang").score
+    assert main[main.task == "retrieval"].set_index("lang").score.equals(last)  # the headline is the last layer
 
 
 def test_encoder_decoder_with_pooled_head(cfg, lab):
@@ -228,12 +230,12 @@ def test_tables():
     assert transfer.seed_spread(df).loc["lab-mlm", "genre"] == pytest.approx(np.std([0.80, 0.81], ddof=1) * 100)
     side = transfer.beside_paper(t1)
     assert side.loc["lab-o2m", (transfer.PAPER, "NC")] == 65.4
-    verdict = transfer.agreement(t1)
-    assert verdict["agrees"] and "agrees" in verdict["sentence"]
-    assert transfer.agreement(t1, spread=t1 * 0 + 40)["agrees"] is None  # gap within the seed spread
-    assert transfer.agreement(t1, chance=pd.Series({"genre": 70.0, "xref": 10.0}))["at_chance"] == ["genre"]
-    assert transfer.agreement(t1, chance=pd.Series({"genre": 70.0, "xref": 70.0}))["agrees"] is None
-    untested = transfer.agreement(t1, failed={"lab-o2m"})  # the only MT/CP model did not learn to translate
+    chance = pd.DataFrame([(t, lang, "accuracy", 0.5, 100) for t in ["genre", "xref"] for lang in ["en", "de", "zh"]],
+                          columns=["task", "lang", "metric", "chance", "n"])
+    verdict = transfer.agreement(df, chance)  # MT 0.3 below LM, normalised: 0.6 of the way to a perfect score
+    assert verdict["verdict"] == "agrees" and verdict["difference"] == pytest.approx(-0.6)
+    assert "agrees" in verdict["sentence"]
+    untested = transfer.agreement(df, chance, failed={"lab-o2m"})  # the only MT/CP model did not learn to translate
     assert untested["agrees"] is None and "not tested" in untested["sentence"] and untested["MT"] != untested["MT"]
     sim = pd.DataFrame({"model": ["lab-mlm"] * 2 + ["lab-o2m"] * 2, "layer": 2, "metric": "cka",
                         "lang_a": "en", "lang_b": ["de", "zh"] * 2, "value": [0.9, 0.7, 0.4, 0.3]})
@@ -358,15 +360,21 @@ def test_above_chance_is_a_one_sided_binomial_test_over_the_test_examples():
 
     pairs = pd.DataFrame({"text": ["a"] * 150, "text_b": ["b"] * 150, "label": [0, 1] * 75})
     task = Task("t", "pair", "accuracy", ["no", "yes"], pairs, pairs, {"en": pairs, "de": pairs})
-    results = pd.DataFrame([("m", "t", "en", seed, "accuracy", score) for seed, score in enumerate([0.56, 0.58, 0.60])]
-                           + [("weak", "t", "en", 0, "accuracy", 0.52), ("m", "t", "de", 0, "accuracy", 0.9)],
+    results = pd.DataFrame([("m", "t", "en", seed, "accuracy", None, score)
+                            for seed, score in enumerate([0.56, 0.58, 0.60])]
+                           + [("weak", "t", "en", 0, "accuracy", None, 0.52), ("m", "t", "de", 0, "accuracy", None, 0.9)],
                            columns=transfer.COLUMNS)
-    table = transfer.above_chance(results, {"t": task}).set_index("model")
-    assert list(table.index) == ["m", "weak"] and (table.chance == 0.5).all() and (table.n == 150).all()
+    table = transfer.above_chance(results, {"t": task}).set_index(["model", "lang"])
+    assert sorted(table.index) == [("m", "de"), ("m", "en"), ("weak", "en")]  # every test language
+    assert (table.chance == 0.5).all() and (table.n == 150).all()
     tail = sum(comb(150, k) for k in range(87, 151)) / 2 ** 150  # 0.58 of 150: 87 right
-    assert table.loc["m", "p"] == pytest.approx(tail, rel=1e-6)
-    assert table.loc["m", "ci_low"] < 0.58 < table.loc["m", "ci_high"]
-    assert not table.loc["m", "clearly"] and not table.loc["weak", "clearly"]  # p = 0.03 and 0.34
-    assert transfer.above_chance(results, {"t": task}, alpha=0.1).set_index("model").loc["m", "clearly"]
+    assert table.loc[("m", "en"), "p"] == pytest.approx(tail, rel=1e-6)
+    assert table.loc[("m", "en"), "ci_low"] < 0.58 < table.loc[("m", "en"), "ci_high"]
+    assert not table.loc[("m", "en"), "clearly"] and not table.loc[("weak", "en"), "clearly"]  # p = 0.03 and 0.34
+    assert table.loc[("m", "de"), "clearly"]
+    assert transfer.above_chance(results, {"t": task}, alpha=0.1).set_index("model").loc["m"].clearly.all()
+    english = transfer.above_chance(results, transfer.chance_table({"t": task}), langs="en")  # from tables alone
+    assert list(english.lang) == ["en", "en"]
     assert transfer.above_chance_sentence(table.reset_index()).startswith("Not clearly above chance")
-    assert "weak on t (0.520 vs 0.500, p = 0.34)" in transfer.above_chance_sentence(table.reset_index())
+    assert "t in 2 of 3 model-language results (m en: 0.580 vs 0.500, p = 0.03; weak en: 0.520 vs 0.500, p = 0.34)" \
+        in transfer.above_chance_sentence(table.reset_index())

@@ -36,8 +36,9 @@ language-code tokens); only the lab's pair head reads every layer:
   model's own special tokens; words cut by `max_length` get the most frequent
   training tag;
 * retrieval: no fine-tuning and no seed: cosine nearest neighbour of mean-pooled
-  representations (`Encoder.encode`), accuracy@1 at the last layer (metric
-  ``acc@1``) and at every layer (``acc@1 layer N``, 0 = embeddings).
+  representations (`Encoder.encode`), accuracy@1 (metric ``acc@1``) at the last
+  layer (the headline row, its `layer` empty) and at every layer (`layer` N,
+  0 = embeddings); `report.main_rows` keeps the headline rows.
 `FinetuneParams.head_norm` standardises the pooled vector (BatchNorm) before the
 classification head: the weakly trained lab models give sentence vectors that
 all point nearly the same way (pairwise cosine above 0.99), which a plain
@@ -62,7 +63,11 @@ Modules, in import order (each imports only those before it):
 * `heads`: `TaskModel` and `MatchHead`;
 * `finetuning`: `finetune`, `predict`, the training loop and the cache keys of fine-tuning;
 * `retrieval`: `retrieve`;
-* `report`: tables of results (`summary`, `table1`, `above_chance`, `beside_paper`, `agreement`...);
+* `chance`: the chance table (chance level and test-set size n per task and language), scores
+  normalised by chance, binomial tests against chance and the tasks at floor;
+* `report`: tables of results (`main_rows`, `summary`, `table1`, `normalised_table1`, `above_chance`,
+  `beside_paper`), `transfer_estimates` (bootstrap over seeds and test examples) and `agreement`
+  (the verdict through `xl.analysis.verdict`);
 * `jobs`: `run_job`, `evaluate`, `run` and its worker processes;
 * `relation`: `relate`, transfer against the similarity and separability chapters.
 The names below are re-exported so that `from xl import transfer; transfer.run(cfg)` works.
@@ -76,15 +81,18 @@ from xl.transfer.jobs import (COLUMNS, build_tasks, default_workers, evaluate, m
                               supported_languages)
 from xl.transfer.params import FinetuneParams
 from xl.transfer.relation import BASELINE_SUFFIXES, relate
-from xl.transfer.report import (PAPER, PROPORTIONS, above_chance, above_chance_sentence, agreement,
-                                beside_overlap, beside_paper, chance_table, main_rows, paper_table1, seed_spread,
-                                summary, table1)
+from xl.transfer.chance import (PROPORTIONS, above_chance_sentence, at_floor, chance_table, floor_sentence,
+                                normalise, normalised)
+from xl.transfer.report import (PAPER, above_chance, agreement, beside_overlap, beside_paper, layer_rows, main_rows,
+                                normalised_table1, paper_table1, seed_spread, summary, table1, transfer_estimates,
+                                with_layer)
 from xl.transfer.retrieval import retrieve
 
 __all__ = [
     "BASELINE_SUFFIXES", "CACHE_VERSION", "COLUMNS", "PAPER", "PROPORTIONS", "FinetuneParams", "MatchHead",
-    "TaskModel", "above_chance", "above_chance_sentence", "agreement", "beside_overlap",
-    "beside_paper", "build_tasks", "chance_table", "default_workers", "evaluate", "finetune", "main_rows",
-    "max_length", "model_fingerprint", "model_label", "paper_table1", "predict", "relate", "retrieve", "run",
-    "run_job", "seed_spread", "summary", "supported_languages", "table1",
+    "TaskModel", "above_chance", "above_chance_sentence", "agreement", "at_floor", "beside_overlap",
+    "beside_paper", "build_tasks", "chance_table", "default_workers", "evaluate", "finetune", "floor_sentence",
+    "layer_rows", "main_rows", "max_length", "model_fingerprint", "model_label", "normalise", "normalised",
+    "normalised_table1", "paper_table1", "predict", "relate", "retrieve", "run", "run_job", "seed_spread",
+    "summary", "supported_languages", "table1", "transfer_estimates", "with_layer",
 ]

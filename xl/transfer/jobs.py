@@ -26,21 +26,26 @@ from xl.models.encoder import load_encoder
 from xl.transfer.batching import max_length
 from xl.transfer.finetuning import CACHE, _finetune_key, finetune
 from xl.transfer.params import FinetuneParams
-from xl.transfer.report import chance_table
+from xl.transfer.chance import chance_table
 from xl.transfer.retrieval import _retrieval_key, retrieve
 
 
 def _rows(label, name, task, seed, result) -> list[tuple]:
-    """Result rows in the task's language order (cached results come back with sorted keys)."""
+    """Result rows in the task's language order (cached results come back with sorted keys).
+
+    Built from the cached result dicts, so the rows' layout can change without recomputing them:
+    a retrieval task gives its headline row (layer None: the last layer's score) and one row per
+    layer (0 = embeddings), all with the task's metric."""
     if not task.finetuned:
         rows = []
         for lang in [lang for lang in task.languages if lang in result]:
             values = result[lang]
-            rows.append((label, name, lang, 0, task.metric, values[-1]))
-            rows += [(label, name, lang, 0, f"{task.metric} layer {i}", v) for i, v in enumerate(values)]
+            rows.append((label, name, lang, 0, task.metric, None, values[-1]))  # headline: the last layer
+            rows += [(label, name, lang, 0, task.metric, i, v) for i, v in enumerate(values)]
         return rows
     scores = result["scores"]
-    return [(label, name, lang, int(seed), task.metric, scores[lang]) for lang in task.languages if lang in scores]
+    return [(label, name, lang, int(seed), task.metric, None, scores[lang]) for lang in task.languages
+            if lang in scores]
 
 
 def run_job(encoder, label: str, name: str, task, seed, params: FinetuneParams, *, cache: bool = True,
@@ -66,12 +71,18 @@ def _is_cached(key: str) -> bool:
     return memo.read(CACHE, key) is not None
 
 
-COLUMNS = ["model", "task", "lang", "seed", "metric", "score"]
+COLUMNS = ["model", "task", "lang", "seed", "metric", "layer", "score"]
+
+
+def _frame(rows) -> pd.DataFrame:
+    """Rows as a transfer.csv frame; `layer` is an integer column, missing for headline scores."""
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    return df.assign(layer=df.layer.astype("Int64"))
 
 
 def evaluate(encoder, tasks: dict, seeds=(0,), params: FinetuneParams | None = None, *, model: str | None = None,
              cache: bool = True, progress: bool = True, bar=None) -> pd.DataFrame:
-    """Rows model, task, lang, seed, metric, score for one encoder on `tasks` ({name: Task})."""
+    """Rows model, task, lang, seed, metric, layer, score for one encoder on `tasks` ({name: Task})."""
     params = params or FinetuneParams()
     label = model or getattr(encoder, "name", type(encoder.model).__name__)
     rows = []
@@ -81,7 +92,7 @@ def evaluate(encoder, tasks: dict, seeds=(0,), params: FinetuneParams | None = N
             if bar is not None:
                 bar.update(1 if task.finetuned else len(seeds))
                 bar.set_postfix(model=label, task=name)
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return _frame(rows)
 
 
 def _readable(encoder, task) -> tuple[list[str], list[str]]:
@@ -236,7 +247,7 @@ def run(cfg: dict, models=None, task_names=None, seeds=None, *, cache: bool = Tr
     elif todo:
         results.update(_run_workers(todo, tasks, params, cfg["preset"], device, cache, min(workers, len(todo)), bar))
     bar.close()
-    df = pd.DataFrame([row for job in jobs for row in results[job]], columns=COLUMNS)
+    df = _frame([row for job in jobs for row in results[job]])
     if write:
         store = Store(cfg["preset"])
         store.write("transfer", df)

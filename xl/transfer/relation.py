@@ -8,7 +8,8 @@ from scipy.stats import pearsonr, spearmanr
 
 from xl.transfer.report import summary
 
-BASELINE_SUFFIXES = ("_shuffled", "_chance")  # reference curves of the similarity chapter, not measurements
+# reference curves and interval bounds of the similarity chapter, not measurements
+BASELINE_SUFFIXES = ("_shuffled", "_chance", "_ci_low", "_ci_high")
 
 
 def relate(transfer: pd.DataFrame, similarity: pd.DataFrame | None = None,

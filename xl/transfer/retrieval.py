@@ -24,8 +24,9 @@ def retrieve(encoder, task, *, cache: bool = True, languages=None, max_length: i
 
 
 def _retrieval_key(encoder, task, languages, limit) -> str:
+    # final-norm: the last layer read as the fine-tuned heads read it (Encoder.encode)
     return io.digest(CACHE_VERSION, "retrieval", model_fingerprint(encoder), task.fingerprint(), sorted(languages),
-                     limit)
+                     limit, "final-norm")
 
 
 def _retrieve(encoder, task, languages, max_length) -> dict:
@@ -34,8 +35,9 @@ def _retrieve(encoder, task, languages, max_length) -> dict:
     for lang in languages:
         df = task.test[lang]
         if queries is None:
-            queries = _unit(encoder.encode(df["query"].tolist(), task.source_lang, max_length=max_length))
-        targets = _unit(encoder.encode(df["target"].tolist(), lang, max_length=max_length))
+            queries = _unit(encoder.encode(df["query"].tolist(), task.source_lang, max_length=max_length,
+                                           final_norm=True))
+        targets = _unit(encoder.encode(df["target"].tolist(), lang, max_length=max_length, final_norm=True))
         sims = np.einsum("lqh,lth->lqt", queries, targets)
         out[lang] = [tasklib.score(task, df, s.argmax(-1)) for s in sims]
     return out
