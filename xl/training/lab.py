@@ -106,15 +106,36 @@ def parallel_train(cfg: dict) -> pd.DataFrame:
     return corpus.parallel(df, cfg["languages"], "train").reset_index(drop=True)
 
 
-def _new_model(objective: str, kind: str | None, cfg: dict, common: dict):
-    """(model, tokenizer, task) of a lab model trained from scratch with `objective`."""
+def _untrained(objective: str, cfg: dict):
+    """(model, tokenizer) of a lab model trained from scratch with `objective`, freshly initialised
+    from torch's current random state (building the tokenizer draws nothing from it)."""
     if objective == "mlm":
         tok = lab_tokenizer.xlmr_tokenizer(cfg)
-        model = XLMRobertaForMaskedLM(xlmr_config(cfg, tok))
-        return model, tok, MonolingualTask("mlm", tok, *monolingual(cfg), **common)
+        return XLMRobertaForMaskedLM(xlmr_config(cfg, tok)), tok
     tok = lab_tokenizer.mbart_tokenizer(cfg)
     model = MBartForConditionalGeneration(mbart_config(cfg, tok))
     set_generation(model, tok, cfg["model_max_length"])
+    return model, tok
+
+
+def initial_model(name: str, cfg: dict | str = "lab") -> torch.nn.Module:
+    """The untrained network lab model `name` (trained from scratch) starts from: the same seed and the same
+    constructor as `lab_model`, so the same weights; no task or data is built. A model continued from a
+    base has no initialisation of its own (its starting point is the base): an XLError."""
+    cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
+    spec = registry.lab_spec(name)
+    if spec.base:
+        raise XLError(f"{name} continues {spec.base}: it starts from {spec.base}'s weights, not from an "
+                      f"initialisation of its own")
+    torch.manual_seed(cfg["seed"])
+    return _untrained(spec.objective, cfg)[0]
+
+
+def _new_model(objective: str, kind: str | None, cfg: dict, common: dict):
+    """(model, tokenizer, task) of a lab model trained from scratch with `objective`."""
+    model, tok = _untrained(objective, cfg)
+    if objective == "mlm":
+        return model, tok, MonolingualTask("mlm", tok, *monolingual(cfg), **common)
     if objective == "dae":
         return model, tok, MonolingualTask("dae", tok, *monolingual(cfg), **common)
     return model, tok, TranslationTask(tok, parallel_train(cfg), directions(kind, cfg["languages"]), **common)
