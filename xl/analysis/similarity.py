@@ -12,6 +12,12 @@ All-pairs functions (`language_matrix`, `model_matrix`) compute every kernel
 Gram matrix once and take all pairwise inner products with one matrix product
 (or, for a linear kernel with few features, one batched cross-covariance per
 representation), never a loop over pairs.
+
+Length control: a mean-pooled sentence vector carries its sentence's length, and a
+sentence and its translation have correlated lengths, so CKA rewards length alone.
+`length_controlled_*` regress each representation on log length (with an intercept)
+and compare the residuals; `length_shuffled_baseline` pairs unrelated sentences of
+similar length (what length alone buys).
 """
 from __future__ import annotations
 
