@@ -9,7 +9,7 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSeq2SeqLM,
 
 from xl import training
 from xl.analysis import translation
-from xl.core import hub, paths
+from xl.core import hub, paths, presets
 from xl.core.errors import XLError
 from xl.data import languages
 from xl.models import registry, tokenizer
@@ -303,3 +303,14 @@ def test_translation_counts_only_where_it_beats_the_source_blind_baseline():
     assert table.loc["b", "beat_baseline"] == 1 and table.loc["b", "gap"] == 5.0
     assert "a in 1 of 2" in translation.verdict(quality) and "nowhere" not in translation.verdict(quality)
     assert "a beats the baseline nowhere" in translation.verdict(quality.assign(chrf=10.0).iloc[:2])
+
+
+def test_more_steps_on_a_gpu_only_when_the_preset_says_so(monkeypatch):
+    cfg = presets.config("smoke")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert lab.steps_of("lab-m2o", cfg) == cfg["train_steps"]["cp"]  # default: a GPU trains as a CPU does
+    more = {**cfg, "train_steps_on_gpu": {**cfg["train_steps"], "cp": 50}}
+    assert lab.steps_of("lab-m2o", more) == 50 and lab.steps_of("lab-mlm", more) == cfg["train_steps"]["mlm"]
+    assert lab.digest_of("lab-m2o", more) != lab.digest_of("lab-m2o", cfg)  # a different model, cached apart
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert lab.steps_of("lab-m2o", more) == cfg["train_steps"]["cp"]

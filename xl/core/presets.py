@@ -103,6 +103,10 @@ KEYS: dict[str, Key] = dict(
     train_steps=Key({"mlm": 1200, "dae": 800, "cp": 600, "mt": 600}, dict,
                     "training steps per objective (xl.models.registry.STEPS_OF)", POSITIVE, item=int,
                     keys=one_of(*dict.fromkeys(STEPS_OF.values()))),
+    # opt-in only: by default a GPU trains the lab models exactly as a CPU does (reproducible results)
+    train_steps_on_gpu=Key(None, dict, "training steps per objective used instead of train_steps when a CUDA GPU "
+                           "is present", POSITIVE, item=int, keys=one_of(*dict.fromkeys(STEPS_OF.values())),
+                           none="train_steps on every device"),
     train_checkpoint_every=Key(200, int, "steps between checkpoints", POSITIVE),
     train_log_every=Key(10, int, "steps between logged losses", POSITIVE),
     # two one-thread processes train ~1.5x more steps per second than one two-thread process on 2 cores
