@@ -118,22 +118,29 @@ def at_floor(table: pd.DataFrame, source_lang: str = "en") -> list:
     non-English test languages are (binomial_tests()'s `clearly`). Metrics that are not a proportion
     (nDCG, F1) have no binomial test and are never at floor. Every model of the table counts (the
     floor is the task's, whichever models fail the source-dependence gate)."""
+    above = _models_above(table, source_lang)
+    if above is None:
+        return []
+    models_below = (~above).groupby(level="task", sort=False).mean()
+    return [task for task, below in models_below.items() if below > 0.5]
+
+
+def _models_above(table: pd.DataFrame, source_lang: str) -> pd.Series | None:
+    """(task, model) -> clearly above chance in more than half of the non-English languages; None
+    when no result has a binomial test."""
     zero_shot = table[(table.lang != source_lang) & table.clearly.notna()]
     if zero_shot.empty:
-        return []
+        return None
     share = zero_shot.assign(clearly=zero_shot.clearly.astype(bool)).groupby(["task", "model"], sort=False).clearly.mean()
-    model_above = share > 0.5
-    models_below = (~model_above).groupby(level="task", sort=False).mean()
-    return [task for task, below in models_below.items() if below > 0.5]
+    return share > 0.5
 
 
 def floor_sentence(table: pd.DataFrame, floor: list, source_lang: str = "en", alpha: float = 0.01) -> str:
     """Which tasks are at floor, with the share of models above chance on each task, in words."""
-    zero_shot = table[(table.lang != source_lang) & table.clearly.notna()]
-    if zero_shot.empty:
+    above = _models_above(table, source_lang)
+    if above is None:
         return "No task has a proportion metric, so none can be tested against chance."
-    share = zero_shot.assign(clearly=zero_shot.clearly.astype(bool)).groupby(["task", "model"], sort=False).clearly.mean()
-    counts = (share > 0.5).groupby(level="task", sort=False).agg(["sum", "count"])
+    counts = above.groupby(level="task", sort=False).agg(["sum", "count"])
     parts = [f"{task} ({int(c['sum'])} of {int(c['count'])} models)" for task, c in counts.iterrows()]
     text = (f"Models clearly above chance (p < {alpha:g}) in more than half of the non-English languages, per task: "
             + ", ".join(parts) + ". ")
