@@ -100,3 +100,4 @@ def test_models_that_fail_the_source_gate_are_left_out(book_root):
     store.write("gate", pd.DataFrame({"model": ["lab-m2m", "lab-mt"], "passes_gate": [False, False]}))
     none = conclusions.verdicts("smoke").set_index("finding")
     assert none.loc["alignment", "verdict"] == "not tested" and "lab-m2m, lab-mt fail" in none.loc["alignment", "measure"]
+    assert none.loc["alignment", "verdict_ignoring_gate"] == "disagrees"  # MT (0.4 + 0.9) / 2 above the LMs' 0.6

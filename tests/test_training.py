@@ -1,5 +1,6 @@
 """Lab models: objectives, the training loop (determinism, resume), saving and reuse, CP from a base folder."""
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -314,3 +315,24 @@ def test_more_steps_on_a_gpu_only_when_the_preset_says_so(monkeypatch):
     assert lab.digest_of("lab-m2o", more) != lab.digest_of("lab-m2o", cfg)  # a different model, cached apart
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert lab.steps_of("lab-m2o", more) == cfg["train_steps"]["cp"]
+
+
+def test_workers_start_each_model_when_its_base_is_done(monkeypatch):
+    """lab-dae's continuations start as soon as it ends, while lab-mlm (no base) still trains."""
+    cfg = {**presets.config("smoke"), "train_workers": 2}
+    events = []
+    seconds = {"lab-mlm": 0.6, "lab-dae": 0.1}
+
+    def train(name, _cfg):
+        events.append(("start", name))
+        time.sleep(seconds.get(name, 0.05))
+        events.append(("end", name))
+
+    monkeypatch.setattr(lab, "_train_alone", train)
+    monkeypatch.setattr(lab, "is_trained", lambda *a: False)
+    names = ["lab-mlm", "lab-m2o", "lab-dae", "lab-dae-cont"]
+    lab._train_in_workers(names, cfg, executor=ThreadPoolExecutor)
+    assert {n for _, n in events} == set(names) and len(events) == 8
+    at = {event: i for i, event in enumerate(events)}
+    assert at[("end", "lab-dae")] < at[("start", "lab-m2o")] < at[("end", "lab-mlm")]  # no barrier after the bases
+    assert at[("end", "lab-dae")] < at[("start", "lab-dae-cont")]

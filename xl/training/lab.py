@@ -3,7 +3,7 @@ once (`lab_model`, its base first) and found again by the digest of everything t
 from __future__ import annotations
 
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -190,17 +190,27 @@ def _train_alone(name: str, cfg: dict) -> None:
     lab_model(name, cfg)
 
 
-def _train_in_workers(names: list[str], cfg: dict) -> None:
-    """Train `names` in `train_workers` processes, bases before the models that continue them."""
-    bases = {registry.lab_spec(n).base for n in names} - {None}
-    for stage in ([n for n in names if n in bases or not registry.lab_spec(n).base],
-                  [n for n in names if n not in bases and registry.lab_spec(n).base]):
-        todo = [n for n in stage if not is_trained(paths.model_dir(cfg["preset"], n), digest_of(n, cfg))]
-        for base in {registry.lab_spec(n).base for n in todo} - {None}:
-            lab_model(base, cfg)  # a base outside `names`, needed by this stage
-        with ProcessPoolExecutor(max_workers=cfg["train_workers"], mp_context=get_context("spawn")) as pool:
-            for done in [pool.submit(_train_alone, n, cfg) for n in todo]:
-                done.result()
+def _train_in_workers(names: list[str], cfg: dict, executor=None) -> None:
+    """Train `names` in `train_workers` processes, each model as soon as its base is trained: bases
+    go first, and the models continuing a base start when it ends, not when every base has ended.
+    `executor`: another concurrent.futures executor class (the tests use threads)."""
+    todo = [n for n in names if not is_trained(paths.model_dir(cfg["preset"], n), digest_of(n, cfg))]
+    for base in {registry.lab_spec(n).base for n in todo} - set(todo) - {None}:
+        lab_model(base, cfg)  # a base outside `names`, needed here
+    bases = {registry.lab_spec(n).base for n in todo}
+    waiting, running = sorted(todo, key=lambda n: n not in bases), {}
+    pool = (executor(max_workers=cfg["train_workers"]) if executor else
+            ProcessPoolExecutor(max_workers=cfg["train_workers"], mp_context=get_context("spawn")))
+    with pool:
+        while waiting or running:
+            ready = [n for n in waiting if registry.lab_spec(n).base not in set(waiting) | set(running.values())]
+            for name in ready:
+                running[pool.submit(_train_alone, name, cfg)] = name
+                waiting.remove(name)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()
+                del running[future]
 
 
 def train_lab_models(cfg: dict | str = "lab", names=None, write: bool = True) -> pd.DataFrame:
