@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from xl.analysis import translation
-from xl.core import presets
+from xl.core import presets, workers
 from xl.core.results import Store
 from xl.data import languages as langs
 from xl.models import registry
@@ -110,18 +110,21 @@ def table(cfg: dict | str = "lab", models=None, write: bool = True) -> pd.DataFr
     scored on (`xl.analysis.translation.pairs_of`), on the held-out sentences that chrF uses."""
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
     models = list(models) if models is not None else translation.translation_models(cfg)
-    test = translation.held_out_sample(cfg)
-    rows = []
-    for name in models:
-        model, tok = translation.load(name, cfg)
-        for src, tgt in translation.pairs_of(name, cfg, tok):
-            rows.append({"model": registry.label(name), **direction_row(
-                model, tok, test[src], test[tgt], src, tgt, seed=cfg["seed"], max_length=cfg["model_max_length"])})
-        del model
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    # one model per worker process (`train_workers` of them, as the models are trained)
+    rows = workers.map_in_processes(model_rows, models, cfg["train_workers"], cfg)
+    df = pd.DataFrame([row for per_model in rows for row in per_model], columns=COLUMNS)
     if write:
         Store(cfg["preset"]).write("source_dependence", df)
     return df
+
+
+def model_rows(name: str, cfg: dict) -> list[dict]:
+    """The rows of one translation model: one per direction it is scored on."""
+    test = translation.held_out_sample(cfg)
+    model, tok = translation.load(name, cfg)
+    return [{"model": registry.label(name), **direction_row(model, tok, test[src], test[tgt], src, tgt,
+                                                         seed=cfg["seed"], max_length=cfg["model_max_length"])}
+            for src, tgt in translation.pairs_of(name, cfg, tok)]
 
 
 def verdict(gated: pd.DataFrame) -> str:
