@@ -40,17 +40,25 @@ def encoder(name: str, cfg: dict) -> Encoder:
     return load_encoder(name, preset=cfg["preset"])
 
 
-def representations(name: str, cfg: dict, sents: pd.DataFrame) -> np.ndarray:
-    """(layers + 1, languages, sentences, hidden) mean-pooled representations (cached on disk); the
-    last layer after the final layer norm of encoder-decoders (FINAL_NORM), as the transfer heads read it."""
+def representations(name: str, cfg: dict, sents: pd.DataFrame, final_norm: bool = FINAL_NORM) -> np.ndarray:
+    """(layers + 1, languages, sentences, hidden) mean-pooled representations (cached on disk); by
+    default the last layer after the final layer norm of encoder-decoders (FINAL_NORM), as the
+    transfer heads read it; final_norm=False: the raw residual stream there too."""
     enc = encoder(name, cfg)
-    return np.stack([enc.encode(sents[lang].tolist(), lang, final_norm=FINAL_NORM) for lang in sents.columns],
+    return np.stack([enc.encode(sents[lang].tolist(), lang, final_norm=final_norm) for lang in sents.columns],
                     axis=1)
 
 
-def all_representations(cfg: dict, sents: pd.DataFrame, names=None) -> dict[str, np.ndarray]:
+def all_representations(cfg: dict, sents: pd.DataFrame, names=None, final_norm: bool = FINAL_NORM
+                        ) -> dict[str, np.ndarray]:
     names = list(names or cfg["models"])
-    return {registry.label(n): representations(n, cfg, sents) for n in tqdm(names, desc="representations")}
+    return {registry.label(n): representations(n, cfg, sents, final_norm) for n in tqdm(names, desc="representations")}
+
+
+def has_final_norm(name: str, cfg: dict) -> bool:
+    """Whether a model's encoder ends in a layer norm of its own (mBART, NLLB: pre-LN), which the last
+    layer can be read before or after."""
+    return encoder(name, cfg).has_final_norm
 
 
 def lengths(name: str, cfg: dict, sents: pd.DataFrame, batch_size: int = 256) -> np.ndarray:
