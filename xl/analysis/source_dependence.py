@@ -111,16 +111,16 @@ def table(cfg: dict | str = "lab", models=None, write: bool = True) -> pd.DataFr
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
     models = list(models) if models is not None else translation.translation_models(cfg)
     # one model per worker process (`train_workers` of them, as the models are trained)
-    rows = workers.map_in_processes(model_rows, models, cfg["train_workers"], cfg)
+    test = translation.held_out_sample(cfg)  # once, not per model
+    rows = workers.map_in_processes(model_rows, models, cfg["train_workers"], cfg, test)
     df = pd.DataFrame([row for per_model in rows for row in per_model], columns=COLUMNS)
     if write:
         Store(cfg["preset"]).write("source_dependence", df)
     return df
 
 
-def model_rows(name: str, cfg: dict) -> list[dict]:
-    """The rows of one translation model: one per direction it is scored on."""
-    test = translation.held_out_sample(cfg)
+def model_rows(name: str, cfg: dict, test: pd.DataFrame) -> list[dict]:
+    """The rows of one translation model on the held-out sentences `test`: one per direction it is scored on."""
     model, tok = translation.load(name, cfg)
     return [{"model": registry.label(name), **direction_row(model, tok, test[src], test[tgt], src, tgt,
                                                          seed=cfg["seed"], max_length=cfg["model_max_length"])}

@@ -85,10 +85,15 @@ def shuffled(reps: np.ndarray, seed: int) -> np.ndarray:
     return np.stack([reps[:, i, rng.permutation(reps.shape[2])] for i in range(reps.shape[1])], axis=1)
 
 
+def _log_lengths(reps: np.ndarray, lengths) -> torch.Tensor:
+    """Validated log lengths (langs, n) of the sentences behind reps (layers, langs, n, d)."""
+    return length.log_lengths(lengths, reps.shape[1:3], "lengths (langs, n)")
+
+
 def length_shuffled(reps: np.ndarray, lengths: np.ndarray, seed: int) -> np.ndarray:
     """Each language's sentences re-paired with unrelated ones of similar length: orders drawn within
     buckets of the sentences' mean log length over languages (`length.length_matched_orders`)."""
-    logs = length.log_lengths(lengths, reps.shape[1:3], "lengths (langs, n)")
+    logs = _log_lengths(reps, lengths)
     orders = length.length_matched_orders(logs.mean(0), reps.shape[1], seed)
     return np.stack([reps[:, i, order] for i, order in enumerate(orders)], axis=1)
 
@@ -96,7 +101,7 @@ def length_shuffled(reps: np.ndarray, lengths: np.ndarray, seed: int) -> np.ndar
 def length_controlled(reps: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """(layers, langs, langs) linear CKA of every language pair after regressing each language's
     representations on its log lengths (langs, n); one layer at a time in float64."""
-    logs = length.log_lengths(lengths, reps.shape[1:3], "lengths (langs, n)")
+    logs = _log_lengths(reps, lengths)
     return np.concatenate([similarity.language_matrix(length.residualise(r, logs)[None]) for r in reps])
 
 
@@ -136,7 +141,8 @@ def language_similarity(reps_by_model: dict, langs, seed: int = 0, lengths: dict
     return pd.concat(frames, ignore_index=True)
 
 
-def _off_diagonal_mean(m: np.ndarray) -> float:
+def off_diagonal_mean(m: np.ndarray) -> float:
+    """Mean of a square (langs, langs) matrix over pairs of different languages."""
     g = len(m)
     return float((m.sum() - np.trace(m)) / (g * (g - 1)))
 
@@ -144,7 +150,7 @@ def _off_diagonal_mean(m: np.ndarray) -> float:
 def _last_layer_grams(reps: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
     """(langs, n, n) Grams of the last layer, residualised on all sentences first: the resample's own
     regression removes the same span again, and the Grams lose the large mean offsets."""
-    R = length.residualise(reps[-1], length.log_lengths(lengths, reps.shape[1:3], "lengths (langs, n)"))
+    R = length.residualise(reps[-1], _log_lengths(reps, lengths))
     return R @ R.mT
 
 
@@ -161,7 +167,7 @@ def alignment_replicates(reps_by_model: dict, lengths_by_model: dict, n_boot: in
     for model, reps in reps_by_model.items():
         lens = np.asarray(lengths_by_model[model])
         flat = _last_layer_grams(reps, lens).flatten(1)
-        out[model] = [_off_diagonal_mean(length.length_controlled_gram_cka(
+        out[model] = [off_diagonal_mean(length.length_controlled_gram_cka(
             flat[:, cell].view(-1, len(rows), len(rows)), lens[:, rows], counts))
             for cell, (rows, counts) in zip(cells, picks)]
     return pd.DataFrame(out).rename_axis("replicate")
@@ -169,7 +175,7 @@ def alignment_replicates(reps_by_model: dict, lengths_by_model: dict, n_boot: in
 
 def alignment_estimate(reps_by_model: dict, lengths_by_model: dict) -> pd.Series:
     """The same on all sentences: model -> mean length-controlled linear CKA at the last layer."""
-    return pd.Series({model: _off_diagonal_mean(length.length_controlled_gram_cka(
+    return pd.Series({model: off_diagonal_mean(length.length_controlled_gram_cka(
         _last_layer_grams(reps, lengths_by_model[model]), lengths_by_model[model]))
         for model, reps in reps_by_model.items()})
 
@@ -194,7 +200,7 @@ def without_length(reps: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """(layers, langs, n, d) representations, float64, with what log length explains within each
     language regressed out (`length.residualise`, per layer and language) and each language's mean
     kept: the language offsets are what separability measures, the length variation is not."""
-    logs = length.log_lengths(lengths, reps.shape[1:3], "lengths (langs, n)")
+    logs = _log_lengths(reps, lengths)
     return np.stack([(length.residualise(layer, logs) + torch.as_tensor(layer, dtype=torch.float64)
                       .mean(-2, keepdim=True)).numpy() for layer in reps])
 
