@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from xl import training
-from xl.analysis import translation
+from xl.analysis import source_dependence, translation
 from xl.core import hub, paths, presets
 from xl.core.errors import XLError
 from xl.data import languages
@@ -263,6 +263,17 @@ def test_mt_quality_table(trained, cfg, monkeypatch, tmp_path):
     pd.testing.assert_frame_equal(translation.mt_quality(cfg, ["lab-m2o", "lab-o2m"], write=False), q)
     with pytest.raises(AssertionError, match="translated again"):  # other decoding: not in the cache
         translation.mt_quality(cfg, ["lab-m2o"], write=False, no_repeat_ngram_size=0)
+
+
+@pytest.mark.slow
+def test_translation_scores_are_the_same_from_worker_processes(trained, cfg):
+    """chrF and the gate score one model per worker process (train_workers): the rows do not change."""
+    models = ["lab-m2o", "lab-o2m"]
+    two = {**cfg, "train_workers": 2}
+    pd.testing.assert_frame_equal(translation.mt_quality(two, models, write=False),
+                                  translation.mt_quality(cfg, models, write=False))
+    pd.testing.assert_frame_equal(source_dependence.table(two, models, write=False),
+                                  source_dependence.table(cfg, models, write=False))
 
 
 # ---------------------------------------------------------------- paper-scale CP path

@@ -17,7 +17,7 @@ import sacrebleu
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from xl.core import io, memo, paths, presets
+from xl.core import io, memo, paths, presets, workers
 from xl.core.errors import XLError
 from xl.core.results import Store
 from xl.data import corpus, languages as langs
@@ -173,20 +173,26 @@ def mt_quality(cfg: dict | str = "lab", models=None, write: bool = True, **decod
     test = held_out_sample(cfg)
     baseline = {lang: chrf(test[lang].sample(frac=1, random_state=cfg["seed"] + 1), test[lang])
                 for lang in test.columns}
-    rows = []
-    for name in models:
-        model, tok = load(name, cfg)
-        identity = model_identity(model, tok)  # once per model, not per direction
-        for src, tgt in pairs_of(name, cfg, tok):
-            hyp = cached_translate(model, tok, test[src], src, tgt, identity, max_length=cfg["model_max_length"],
-                                   **decoding)
-            rows.append({"model": registry.label(name), "src": src, "tgt": tgt, "chrf": chrf(hyp, test[tgt]),
-                         "baseline": baseline[tgt], "verses": len(test)})
-        del model
+    # one model per worker process, as the gate does (xl.analysis.source_dependence.table)
+    per_model = workers.map_in_processes(_quality_rows, models, cfg["train_workers"], cfg, test, baseline, decoding)
+    rows = [row for model_rows in per_model for row in model_rows]
     df = pd.DataFrame(rows, columns=["model", "src", "tgt", "chrf", "baseline", "verses"])
     if write:
         Store(cfg["preset"]).write("mt_quality", df)
     return df
+
+
+def _quality_rows(name: str, cfg: dict, test: pd.DataFrame, baseline: dict, decoding: dict) -> list[dict]:
+    """chrF rows of one translation model, a row per direction it is scored on."""
+    model, tok = load(name, cfg)
+    identity = model_identity(model, tok)  # once per model, not per direction
+    rows = []
+    for src, tgt in pairs_of(name, cfg, tok):
+        hyp = cached_translate(model, tok, test[src], src, tgt, identity, max_length=cfg["model_max_length"],
+                               **decoding)
+        rows.append({"model": registry.label(name), "src": src, "tgt": tgt, "chrf": chrf(hyp, test[tgt]),
+                     "baseline": baseline[tgt], "verses": len(test)})
+    return rows
 
 
 def against_baseline(quality: pd.DataFrame, margin: float = 1.0) -> pd.DataFrame:

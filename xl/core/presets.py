@@ -110,7 +110,7 @@ KEYS: dict[str, Key] = dict(
     train_checkpoint_every=Key(200, int, "steps between checkpoints", POSITIVE),
     train_log_every=Key(10, int, "steps between logged losses", POSITIVE),
     # two one-thread processes train ~1.5x more steps per second than one two-thread process on 2 cores
-    train_workers=Key(2, int, "lab models trained (and checked by the source-dependence gate) at once, in "
+    train_workers=Key(2, int, "lab models trained (and scored: chrF, the source-dependence gate) at once, in "
                       "processes of one CPU thread each (1: in this process)", POSITIVE),
     mt_eval_verses=Key(100, int, "held-out verses per translation direction", POSITIVE),
     mt_eval_pairs=Key(["de-en", "fr-en", "ru-en", "zh-en", "hi-en", "en-de", "en-fr", "en-ru", "en-zh", "en-hi",
