@@ -378,3 +378,27 @@ def test_above_chance_is_a_one_sided_binomial_test_over_the_test_examples():
     assert transfer.above_chance_sentence(table.reset_index()).startswith("Not clearly above chance")
     assert "t in 2 of 3 model-language results (m en: 0.580 vs 0.500, p = 0.03; weak en: 0.520 vs 0.500, p = 0.34)" \
         in transfer.above_chance_sentence(table.reset_index())
+
+
+def test_match_predictions_encode_each_sentence_once_and_equal_batch_logits(cfg):
+    """The match head's evaluation encodes each distinct sentence once (blocks of pairs, batches by length);
+    its logits are those of the model on the stacked pairs, with repeated and differently long sentences."""
+    rng = np.random.default_rng(1)
+    words = WORDS_A + WORDS_B
+    verses = [" ".join(rng.choice(words, int(rng.integers(1, 9)))) for _ in range(12)]
+    pairs = pd.DataFrame({"text": [verses[i % 6] for i in range(20)], "text_b": [verses[6 + i % 5] for i in range(20)]})
+    encoder = _xlmr(cfg, 3, "match-eval")
+    params = transfer.FinetuneParams(max_length=32, pair_head="match", eval_batch_size=3)
+    model = finetuning.TaskModel(encoder, 2, False, 0.0, match=True).eval()
+    torch.nn.init.normal_(model.head.token_weight.weight)  # tokens weigh differently: padding would show
+    calls = []
+    encode = model.encoder_states
+    model.encoder_states = lambda batch: calls.append(len(batch["input_ids"])) or encode(batch)
+    with torch.inference_mode():
+        got = finetuning._match_logits(model, encoder, pairs, "en", params, block=2)
+        expected = [model.head(encode(batch), model.pool_mask(batch)) for batch in
+                    (encoder.tokenize(list(pairs.text[i:i + 3]) + list(pairs.text_b[i:i + 3]), "en", max_length=32)
+                     for i in range(0, len(pairs), 3))]
+    torch.testing.assert_close(got, torch.cat(expected), rtol=1e-4, atol=1e-5)
+    blocks = [pairs.iloc[i:i + 6] for i in range(0, len(pairs), 6)]
+    assert sum(calls) == sum(len(set(b.text) | set(b.text_b)) for b in blocks) < 2 * len(pairs)

@@ -64,6 +64,9 @@ def predict(model: TaskModel, encoder, task, df: pd.DataFrame, lang: str, params
             fallback_tag: int = 0):
     """Predictions for `df` in `lang`: label ids, ranking scores, or tag-id lists (one per sentence)."""
     model.eval()
+    if _match(task, params):
+        with torch.inference_mode(), _autocast(encoder):
+            return _values(task, _match_logits(model, encoder, df, lang, params))
     order = _order(df, task)
     out = [None] * len(df)
     batcher = _TagBatcher(encoder, lang, params.max_length) if task.kind == "tagging" else None
@@ -81,15 +84,53 @@ def predict(model: TaskModel, encoder, task, df: pd.DataFrame, lang: str, params
                         tags[w] = int(best[row, pos])
                     out[i] = tags
                 continue
-            logits = model(*_inputs(encoder, task, df.iloc[idx], lang, params)).float()
-            if task.kind == "ranking":
-                p = logits.softmax(-1)
-                values = (p * torch.arange(p.shape[-1], device=p.device)).sum(-1).cpu().numpy()
-            else:
-                values = logits.argmax(-1).cpu().numpy()
+            values = _values(task, model(*_inputs(encoder, task, df.iloc[idx], lang, params)).float())
             for row, i in enumerate(idx):
                 out[i] = values[row]
     return out if task.kind == "tagging" else np.asarray(out)
+
+
+def _values(task, logits: torch.Tensor) -> np.ndarray:
+    """Label ids, or the expected label of a ranking task."""
+    if task.kind == "ranking":
+        p = logits.softmax(-1)
+        return (p * torch.arange(p.shape[-1], device=p.device)).sum(-1).cpu().numpy()
+    return logits.argmax(-1).cpu().numpy()
+
+
+def _match_logits(model: TaskModel, encoder, df: pd.DataFrame, lang: str, params: FinetuneParams,
+                  block: int = 4) -> torch.Tensor:
+    """The match head's logits of every pair of `df`, as `model` gives them a batch of pairs, with each
+    distinct sentence of a block of `block` batches encoded once, in batches of similar length (a verse
+    is in several test pairs: xref pairs each positive with a negative of the same first verse). Blocks
+    bound the token states kept (a large model's are big)."""
+    size = block * params.eval_batch_size
+    return torch.cat([_block_logits(model, encoder, df.iloc[i:i + size], lang, params)
+                      for i in range(0, len(df), size)])
+
+
+def _block_logits(model: TaskModel, encoder, df: pd.DataFrame, lang: str, params: FinetuneParams) -> torch.Tensor:
+    a, b = df.text.astype(str).tolist(), df.text_b.astype(str).tolist()
+    distinct = sorted(set(a) | set(b), key=len)
+    states, masks = {}, {}  # sentence -> its token states (layers, pieces, d), its pool mask (pieces)
+    for start in range(0, len(distinct), params.eval_batch_size):
+        texts = distinct[start:start + params.eval_batch_size]
+        batch = encoder.tokenize(texts, lang, max_length=params.max_length)
+        hidden = torch.stack(model.encoder_states(batch))
+        pool, kept = model.pool_mask(batch), batch["attention_mask"].bool()
+        for i, text in enumerate(texts):
+            states[text], masks[text] = hidden[:, i, kept[i]], pool[i, kept[i]]
+    logits = []
+    for start in range(0, len(df), params.eval_batch_size):
+        sides = a[start:start + params.eval_batch_size] + b[start:start + params.eval_batch_size]
+        hidden = _pad_pieces([states[t].transpose(0, 1) for t in sides]).permute(2, 0, 1, 3)
+        logits.append(model.head(tuple(hidden), _pad_pieces([masks[t] for t in sides])).float())
+    return torch.cat(logits)
+
+
+def _pad_pieces(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Tensors (pieces, ...) zero-padded to the longest: (rows, pieces, ...)."""
+    return nn.utils.rnn.pad_sequence(rows, batch_first=True)
 
 
 def _evaluate(model, encoder, task, df, lang, params, fallback_tag) -> float:

@@ -71,11 +71,15 @@ class TaskModel(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.hidden_size, n_labels)
 
+    def encoder_states(self, batch) -> tuple[torch.Tensor, ...]:
+        """The token states of every layer (embeddings first), as the match head reads them."""
+        return self.encoder_module(**_model_inputs(batch), output_hidden_states=True).hidden_states
+
     def forward(self, batch):
         """Logits: per token, per sentence, or per pair (match: first half of the batch, second half)."""
-        out = self.encoder_module(**_model_inputs(batch), output_hidden_states=self.match)
         if self.match:
-            return self.head(out.hidden_states, self.pool_mask(batch))
+            return self.head(self.encoder_states(batch), self.pool_mask(batch))
+        out = self.encoder_module(**_model_inputs(batch))
         h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         if self.per_token:
             return self.head(self.dropout(h))
