@@ -245,6 +245,8 @@ def run(cfg: dict, models=None, task_names=None, seeds=None, *, cache: bool = Tr
                 bar.update(1)
             del encoder
     elif todo:
+        # the quick retrieval jobs last: they fill the gap while the other worker ends its last fine-tuning
+        todo = sorted(todo, key=lambda job: not tasks[job[1]].finetuned)
         results.update(_run_workers(todo, tasks, params, cfg["preset"], device, cache, min(workers, len(todo)), bar))
     bar.close()
     df = _frame([row for job in jobs for row in results[job]])
