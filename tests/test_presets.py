@@ -5,7 +5,8 @@ import pytest
 from xl.core import presets
 from xl.core.errors import XLError
 
-PAIRS = ["de-en", "fr-en", "ru-en", "zh-en", "hi-en", "en-de", "en-fr", "en-ru", "en-zh", "en-hi", "de-fr", "es-ru"]
+PAIRS = ["de-en", "fr-en", "es-en", "ru-en", "zh-en", "hi-en", "en-de", "en-fr", "en-es", "en-ru", "en-zh", "en-hi",
+         "de-fr", "es-ru"]
 LAB_MODELS = ["lab-mlm", "lab-dae", "lab-m2m", "lab-m2o", "lab-o2m", "lab-mt", "lab-dae-cont"]
 
 SMOKE = dict(
@@ -14,7 +15,7 @@ SMOKE = dict(
     analysis_verses=64, bootstrap_replicates=20, flores_dir=None, models=LAB_MODELS, seed=0,
     model_dim=32, model_layers=2, model_decoder_layers=1, model_ffn=64, model_heads=2, model_max_length=32,
     train_batch=8, train_lr=0.001, train_mt_lr=0.001, train_warmup=0.1, train_steps={"mlm": 10, "dae": 10, "cp": 10, "mt": 10}, train_steps_on_gpu=None,
-    train_checkpoint_every=5, train_log_every=2, train_workers=1, mt_eval_verses=8, mt_eval_pairs=PAIRS,
+    train_checkpoint_every=5, train_log_every=2, train_workers=1, mt_languages=None, mt_eval_verses=8, mt_eval_pairs=PAIRS,
     transfer_tasks=["genre", "xref", "retrieval"], transfer_seeds=[0], transfer_train_size=64,
     transfer_dev_size=32, transfer_eval_size=32, transfer_epochs=1, transfer_lr=0.001, transfer_batch_size=16,
     transfer_max_length=64, transfer_pair_head="match", transfer_head_norm=True, xglue_dir=None, preset="smoke")
@@ -25,7 +26,7 @@ LAB = dict(
     models=LAB_MODELS, seed=0,
     model_dim=128, model_layers=4, model_decoder_layers=2, model_ffn=512, model_heads=4, model_max_length=96,
     train_batch=32, train_lr=0.001, train_mt_lr=0.003, train_warmup=0.06, train_steps={"mlm": 1200, "dae": 800, "cp": 600, "mt": 600}, train_steps_on_gpu=None,
-    train_checkpoint_every=200, train_log_every=10, train_workers=2, mt_eval_verses=100, mt_eval_pairs=PAIRS,
+    train_checkpoint_every=200, train_log_every=10, train_workers=2, mt_languages=["en", "de", "fr", "es"], mt_eval_verses=100, mt_eval_pairs=PAIRS,
     transfer_tasks=["genre", "xref", "retrieval"], transfer_seeds=[0, 1, 2], transfer_train_size=400,
     transfer_dev_size=150, transfer_eval_size=400, transfer_epochs=3, transfer_lr=0.001, transfer_batch_size=8,
     transfer_max_length=64, transfer_pair_head="match", transfer_head_norm=True, xglue_dir=None, preset="lab")
@@ -38,7 +39,7 @@ PAPER = dict(
             "facebook/mbart-large-50-many-to-one-mmt", "facebook/mbart-large-50-one-to-many-mmt"], seed=0,
     model_dim=None, model_layers=None, model_decoder_layers=None, model_ffn=None, model_heads=None,
     model_max_length=128, train_batch=16, train_lr=3e-05, train_mt_lr=3e-05, train_warmup=0.1, train_steps={"cp": 2000}, train_steps_on_gpu=None,
-    train_checkpoint_every=500, train_log_every=50, train_workers=1, mt_eval_verses=200, mt_eval_pairs=PAIRS,
+    train_checkpoint_every=500, train_log_every=50, train_workers=1, mt_languages=None, mt_eval_verses=200, mt_eval_pairs=PAIRS,
     transfer_tasks=["NC", "XNLI", "PAWS-X", "QAM", "QADSM", "WPR", "NER", "POS"], transfer_seeds=[0, 1, 2],
     transfer_train_size=None, transfer_dev_size=None, transfer_eval_size=None, transfer_epochs=3,
     transfer_lr=2e-05, transfer_batch_size=32, transfer_max_length=128, transfer_pair_head="cross",
@@ -102,3 +103,11 @@ def test_overrides_are_checked_and_none_keeps_the_preset_value():
         presets.config("huge")
     with pytest.raises(XLError, match="unknown preset 'smok'; did you mean 'smoke'\\? choose one of"):
         presets.config("smok")
+
+
+def test_translation_languages_must_include_the_pivot():
+    assert presets.config("smoke", mt_languages=["en", "de"])["mt_languages"] == ["en", "de"]
+    with pytest.raises(XLError, match="mt_languages=\\['de', 'fr'\\] must include 'en'"):
+        presets.config("smoke", mt_languages=["de", "fr"])
+    with pytest.raises(XLError, match="a language code of data/languages.csv, got 'xx'"):
+        presets.config("smoke", mt_languages=["en", "xx"])

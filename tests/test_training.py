@@ -248,6 +248,39 @@ def test_saved_model_is_reused_and_retrained_when_parameters_change(trained, cfg
         training.lab_model("lab-dae", changed)
 
 
+def test_translation_languages_restrict_the_translation_schedule_only(trained, cfg, monkeypatch):
+    """mt_languages: the MT and CP models and their control train on those languages' verses and directions,
+    and are scored there; the LM models and the analyses keep every language."""
+    fewer = presets.config("smoke", mt_languages=["en", "de"])
+    assert training.translation_languages(cfg) == cfg["languages"]
+    assert training.translation_languages(fewer) == ["en", "de"]
+    assert list(training.parallel_train(fewer).columns) == ["en", "de"]
+    assert len(training.parallel_train(fewer)) >= len(training.parallel_train(cfg))  # fewer languages to share
+    for name in ["lab-m2o", "lab-mt", "lab-dae-cont"]:
+        assert training.digest_of(name, fewer) != training.digest_of(name, cfg), name
+    for name in ["lab-mlm", "lab-dae"]:
+        assert training.digest_of(name, fewer) == training.digest_of(name, cfg), name
+    assert translation.pairs_of("lab-m2o", fewer) == [("de", "en")]
+    assert translation.pairs_of("lab-mt", fewer) == [("de", "en"), ("en", "de")]
+    assert set(translation.pairs_of("lab-m2o", cfg)) == {("de", "en"), ("ru", "en"), ("zh", "en")}
+    seen = {}
+    monkeypatch.setattr(lab, "TranslationTask", lambda tok, corpus, dirs, **k: seen.update(dirs=dirs, cols=list(corpus)))
+    lab._new_model("mt", "m2m", fewer, dict(steps=1, batch_size=1, max_length=8, seed=0))
+    assert seen == {"dirs": [("en", "de"), ("de", "en")], "cols": ["en", "de"]}
+
+    class Seen(Exception):
+        pass
+
+    def record(tok, corpus, dirs, **k):
+        seen.update(dirs=dirs, cols=list(corpus))
+        raise Seen  # what continuing would train on is all this test needs
+
+    monkeypatch.setattr(continued, "TranslationTask", record)
+    with pytest.raises(Seen):
+        training.lab_model("lab-o2m", fewer)  # continues the saved smoke lab-dae (its digest is unchanged)
+    assert seen == {"dirs": [("en", "de")], "cols": ["en", "de"]}
+
+
 def test_mt_quality_table(trained, cfg, monkeypatch, tmp_path):
     monkeypatch.setenv("XL_RESULTS", str(tmp_path))
     q = translation.mt_quality(cfg, ["lab-m2o", "lab-o2m"])

@@ -24,7 +24,7 @@ from xl.data import corpus, languages as langs
 from xl.models import registry
 from xl.models.encoder import locate, quiet_transformers, weights_checksum
 from xl.models.store import is_trained
-from xl.training.lab import digest_of
+from xl.training.lab import digest_of, translation_languages
 from xl.training.objectives import directions
 
 
@@ -152,9 +152,10 @@ def pairs_of(name: str, cfg: dict, tok=None, wanted=None) -> list[tuple[str, str
     kind = registry.directions(name) or ("m2m" if registry.family(name) == "?" else None)
     if kind is None:
         raise XLError(f"{name} is not a translation model")
-    if kind != "m2m" and "en" not in cfg["languages"]:
+    languages = translation_languages(cfg)
+    if kind != "m2m" and "en" not in languages:
         return []
-    allowed = set(directions(kind, cfg["languages"]))
+    allowed = set(directions(kind, languages))
     pairs = [p for p in wanted if p in allowed]
     if tok is not None:
         pairs = [p for p in pairs if readable(tok, p[0]) and readable(tok, p[1])]

@@ -28,7 +28,7 @@ from xl.models.store import MARKER, checkpoint_path, is_trained, leftovers, mark
 from xl.training.continued import continue_pretraining, hub_parallel
 from xl.training.lab import (ARCH_KEYS, DROPOUT, SUMMARY_COLUMNS, TRAIN_KEYS, VERSION, digest_of, lab_model,
                              mbart_config, monolingual, parallel_train, steps_of, train_lab_models, training_log,
-                             xlmr_config)
+                             translation_languages, xlmr_config)
 from xl.training.loop import MaskedPositionsOnly, fit
 
 __all__ = ["MBartForConditionalGeneration", "XLMRobertaForMaskedLM",
@@ -36,4 +36,4 @@ __all__ = ["MBartForConditionalGeneration", "XLMRobertaForMaskedLM",
            "continue_pretraining", "hub_parallel",
            "ARCH_KEYS", "DROPOUT", "SUMMARY_COLUMNS", "TRAIN_KEYS", "VERSION", "digest_of", "lab_model",
            "mbart_config", "monolingual", "parallel_train", "steps_of", "train_lab_models", "training_log",
-           "xlmr_config", "MaskedPositionsOnly", "fit"]
+           "translation_languages", "xlmr_config", "MaskedPositionsOnly", "fit"]

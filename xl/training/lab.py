@@ -32,6 +32,9 @@ DROPOUT = 0.0
 # d_model 768-1024), and token embeddings are not scaled by sqrt(d_model): with 0.02 and scaling a
 # small encoder-decoder needs thousands of steps before cross-attention aligns target and source
 # (a copy task stays at chance for 300 steps); with these it copies after ~100.
+# the objectives trained on the translation schedule: translation (continued or from scratch) and its
+# equal-compute control (`train_mt_lr`, the translation languages' verses)
+TRANSLATION_SCHEDULE = ("cp", "mt", "dae-cont")
 SUMMARY_COLUMNS = ["model", "analogue", "objective", "data", "parameters", "steps", "batch_size", "seconds",
                    "trained"]
 
@@ -46,7 +49,7 @@ def _settings(cfg: dict, keys) -> dict:
 def lr_of(objective: str, cfg: dict) -> float:
     """The peak learning rate of an objective: `train_mt_lr` for translation and for the control that
     trains as long as the CP models (the same schedule, only the objective differs), else `train_lr`."""
-    return cfg["train_mt_lr"] if objective in ("cp", "mt", "dae-cont") else cfg["train_lr"]
+    return cfg["train_mt_lr"] if objective in TRANSLATION_SCHEDULE else cfg["train_lr"]
 
 
 def steps_of(name: str, cfg: dict) -> int:
@@ -68,6 +71,8 @@ def digest_of(name: str, cfg: dict) -> str:
              lab_tokenizer.spm_path(cfg).parent.name, _settings(cfg, ARCH_KEYS + TRAIN_KEYS), steps_of(name, cfg)]
     if objective == "mlm":
         parts.append(MLM_MASK)
+    if objective in TRANSLATION_SCHEDULE and cfg.get("mt_languages"):  # unset: the digests of before
+        parts.append(translation_languages(cfg))
     if base:
         parts.append(digest_of(base, cfg))
     return io.digest(*parts)
@@ -103,10 +108,17 @@ def monolingual(cfg: dict) -> tuple[list[str], list[str]]:
     return df.text.tolist(), df.lang.tolist()
 
 
+def translation_languages(cfg: dict) -> list[str]:
+    """The languages of the translation objective: those of the preset's in `mt_languages` (all without it)."""
+    chosen = cfg.get("mt_languages")
+    return [lang for lang in cfg["languages"] if chosen is None or lang in chosen]
+
+
 def parallel_train(cfg: dict) -> pd.DataFrame:
-    """Training-split verses present in every language of the preset, one column per language."""
-    df = corpus.bible_frame(cfg["languages"], books=cfg["books"])
-    return corpus.parallel(df, cfg["languages"], "train").reset_index(drop=True)
+    """Training-split verses present in every translation language (`translation_languages`), one column each."""
+    languages = translation_languages(cfg)
+    df = corpus.bible_frame(languages, books=cfg["books"])
+    return corpus.parallel(df, languages, "train").reset_index(drop=True)
 
 
 def _untrained(objective: str, cfg: dict):
@@ -141,7 +153,8 @@ def _new_model(objective: str, kind: str | None, cfg: dict, common: dict):
         return model, tok, MonolingualTask("mlm", tok, *monolingual(cfg), **common)
     if objective == "dae":
         return model, tok, MonolingualTask("dae", tok, *monolingual(cfg), **common)
-    return model, tok, TranslationTask(tok, parallel_train(cfg), directions(kind, cfg["languages"]), **common)
+    return model, tok, TranslationTask(tok, parallel_train(cfg), directions(kind, translation_languages(cfg)),
+                                       **common)
 
 
 def _continued_denoising(base: Path, cfg: dict, common: dict):
@@ -167,7 +180,7 @@ def lab_model(name: str, cfg: dict | str = "lab", force: bool = False) -> Path:
     lr = lr_of(objective, cfg)
     if objective == "cp":
         return continue_pretraining(lab_model(base, cfg), parallel_train(cfg), kind, out_dir, cfg=cfg, lr=lr,
-                                    digest=digest, name=name, **common)
+                                    digest=digest, name=name, languages=translation_languages(cfg), **common)
     start = time.perf_counter()
     torch.manual_seed(cfg["seed"])
     if objective == "dae-cont":
@@ -228,8 +241,11 @@ def train_lab_models(cfg: dict | str = "lab", names=None, write: bool = True) ->
         info = marker(out_dir)
         trained = before[name] is None or before[name].get("digest") != info["digest"]
         spec = registry.lab_spec(name)
+        data = spec.data
+        if spec.objective in TRANSLATION_SCHEDULE and cfg.get("mt_languages"):
+            data += f", of {', '.join(translation_languages(cfg))}"
         rows.append({"model": name, "analogue": spec.paper_analogue, "objective": registry.OBJECTIVES[spec.objective],
-                     "data": f"{spec.data} ({info['steps'] * info['batch_size']:,} seen)", "parameters": info["parameters"],
+                     "data": f"{data} ({info['steps'] * info['batch_size']:,} seen)", "parameters": info["parameters"],
                      "steps": info["steps"], "batch_size": info["batch_size"],
                      "seconds": info["seconds"], "trained": trained})
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
