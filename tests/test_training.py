@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from xl import training
-from xl.analysis import source_dependence, tables, translation
+from xl.analysis import source_dependence, translation
 from xl.core import hub, paths, presets
 from xl.core.errors import XLError
 from xl.data import languages
@@ -300,19 +300,13 @@ def test_mt_quality_table(trained, cfg, monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_translation_scores_are_the_same_from_worker_processes(trained, cfg):
-    """chrF, the gate and the representations take one model per worker process (train_workers):
-    nothing changes."""
+    """chrF and the gate score one model per worker process (train_workers): the rows do not change."""
     models = ["lab-m2o", "lab-o2m"]
     two = {**cfg, "train_workers": 2}
     pd.testing.assert_frame_equal(translation.mt_quality(two, models, write=False),
                                   translation.mt_quality(cfg, models, write=False))
     pd.testing.assert_frame_equal(source_dependence.table(two, models, write=False),
                                   source_dependence.table(cfg, models, write=False))
-    sents = tables.sentences(cfg)
-    apart, here = tables.all_representations(two, sents, models), tables.all_representations(cfg, sents, models)
-    assert list(apart) == list(here) == models
-    for name in models:
-        np.testing.assert_array_equal(apart[name], here[name])
 
 
 # ---------------------------------------------------------------- paper-scale CP path

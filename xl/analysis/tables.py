@@ -9,7 +9,6 @@ from tqdm.auto import tqdm
 
 from xl import training
 from xl.analysis import bootstrap, length, separability, similarity, svd
-from xl.core import workers
 from xl.core.errors import XLError
 from xl.data import corpus
 from xl.models import registry
@@ -52,14 +51,8 @@ def representations(name: str, cfg: dict, sents: pd.DataFrame, final_norm: bool 
 
 def all_representations(cfg: dict, sents: pd.DataFrame, names=None, final_norm: bool = FINAL_NORM
                         ) -> dict[str, np.ndarray]:
-    """{label: representations} of every model (default: the preset's), one model per worker process
-    (`train_workers` of them, as the lab models are trained)."""
     names = list(names or cfg["models"])
-    for name in filter(registry.is_lab, names):  # trained here first: two workers must not train a base at once
-        training.lab_model(name, cfg)
-    reps = workers.map_in_processes(representations, names, cfg["train_workers"], cfg, sents, final_norm,
-                                    desc="representations")
-    return {registry.label(n): r for n, r in zip(names, reps)}
+    return {registry.label(n): representations(n, cfg, sents, final_norm) for n in tqdm(names, desc="representations")}
 
 
 def has_final_norm(name: str, cfg: dict) -> bool:

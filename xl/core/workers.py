@@ -6,34 +6,22 @@ spawned (fresh interpreters: no forked torch state) and inherit the environment 
 """
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
 import torch
-from tqdm.auto import tqdm
 
 
 def one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def map_in_processes(fn, items: list, workers: int, *args, desc: str | None = None) -> list:
+def map_in_processes(fn, items: list, workers: int, *args) -> list:
     """[fn(item, *args) for item in items], in `workers` processes of one thread each; in this
-    process when there is one worker or one item. `fn` must be importable (a module-level function).
-    `desc`: a progress bar over the items, with that title."""
+    process when there is one worker or one item. `fn` must be importable (a module-level function)."""
     items = list(items)
-    bar = tqdm(total=len(items), desc=desc, disable=desc is None)
     if workers <= 1 or len(items) <= 1:
-        out = []
-        for item in items:
-            out.append(fn(item, *args))
-            bar.update(1)
-        bar.close()
-        return out
+        return [fn(item, *args) for item in items]
     with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=get_context("spawn"),
                              initializer=one_thread) as pool:
-        futures = [pool.submit(fn, item, *args) for item in items]
-        for _ in as_completed(futures):
-            bar.update(1)
-    bar.close()
-    return [future.result() for future in futures]
+        return list(pool.map(fn, items, *([arg] * len(items) for arg in args)))
