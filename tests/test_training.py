@@ -309,6 +309,19 @@ def test_translation_scores_are_the_same_from_worker_processes(trained, cfg):
                                   source_dependence.table(cfg, models, write=False))
 
 
+def test_xl_train_prints_chrf_and_the_gate(trained, cfg, capsys, monkeypatch, tmp_path):
+    from xl.book import cli
+    monkeypatch.setenv("XL_RESULTS", str(tmp_path))
+    cli._print_translation_checks(cfg, ["lab-m2o", "lab-o2m"])
+    out = capsys.readouterr().out
+    gated = source_dependence.gate(source_dependence.table(cfg, ["lab-m2o", "lab-o2m"], write=False),
+                                   translation.mt_quality(cfg, ["lab-m2o", "lab-o2m"], write=False))
+    assert "passes_gate" in out and "min_gap" in out
+    for row in gated.itertuples():
+        assert f"{row.model} " in out and f"{row.min_gap:.2f}" in out
+    assert source_dependence.verdict(gated).replace("*", "")[:40] in out
+
+
 # ---------------------------------------------------------------- paper-scale CP path
 
 def test_continue_pretraining_from_a_local_base_folder(cfg, mtok, tmp_path):

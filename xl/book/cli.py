@@ -55,12 +55,13 @@ def cmd_train(args) -> None:
     print(summary.to_string(index=False))
     print(f"training total: {total:.1f}s (sum of per-model training: {summary.seconds.sum():.1f}s)")
     if not args.no_eval:
-        _print_mt_quality(cfg, [n for n in names if registry.directions(n)])
+        _print_translation_checks(cfg, [n for n in names if registry.directions(n)])
 
 
-def _print_mt_quality(cfg: dict, names: list[str]) -> None:
-    """chrF of the translation models against the source-blind baseline, as the models chapter shows it."""
-    from xl.analysis import translation  # imported here for the same reason as in cmd_train
+def _print_translation_checks(cfg: dict, names: list[str]) -> None:
+    """chrF of the translation models against the source-blind baseline and the source-dependence gate,
+    as the models chapter shows them."""
+    from xl.analysis import source_dependence, translation  # imported here for the same reason as in cmd_train
 
     start = time.perf_counter()
     quality = translation.mt_quality(cfg, names)
@@ -70,6 +71,9 @@ def _print_mt_quality(cfg: dict, names: list[str]) -> None:
     if len(cp):
         print(f"CP models: mean chrF {cp.groupby('model').chrf.mean().mean():.1f} "
               f"(source-blind baseline {cp.groupby('model').baseline.mean().mean():.1f})")
+    gated = source_dependence.gate(source_dependence.table(cfg, names, write=False), quality)
+    print(gated.round(2).to_string(index=False))
+    print(source_dependence.verdict(gated).replace("**", "").replace("*", ""))
     print(f"evaluation: {time.perf_counter() - start:.1f}s")
 
 
@@ -110,7 +114,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", **preset)
     t.add_argument("--models", nargs="*", help=f"some of {' '.join(registry.LAB_MODELS)} (default: all)")
     t.add_argument("--force", action="store_true", help="retrain even if saved")
-    t.add_argument("--no-eval", action="store_true", help="skip the chrF evaluation")
+    t.add_argument("--no-eval", action="store_true", help="skip chrF and the source-dependence gate")
     t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is much faster on "
                    "cores shared with other busy processes)")
     t.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
