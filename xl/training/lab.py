@@ -26,15 +26,16 @@ from xl.training.objectives import MLM_MASK, MonolingualTask, TranslationTask, d
 
 ARCH_KEYS = ["model_dim", "model_layers", "model_decoder_layers", "model_ffn", "model_heads", "model_max_length"]
 TRAIN_KEYS = ["train_batch", "train_lr", "train_mt_lr", "train_warmup", "seed"]
+# The objectives trained on the translation schedule: translation (continued or from scratch) and its
+# equal-compute control (`train_mt_lr`, the translation languages' verses).
+TRANSLATION_SCHEDULE = ("cp", "mt", "dae-cont")
 # A few hundred steps over ~25,000 verses per language: the models underfit, dropout would only slow them.
 DROPOUT = 0.0
 # Weights start with std d_model**-0.5 (0.0625 for 256) rather than transformers' 0.02 (made for
 # d_model 768-1024), and token embeddings are not scaled by sqrt(d_model): with 0.02 and scaling a
 # small encoder-decoder needs thousands of steps before cross-attention aligns target and source
 # (a copy task stays at chance for 300 steps); with these it copies after ~100.
-# the objectives trained on the translation schedule: translation (continued or from scratch) and its
-# equal-compute control (`train_mt_lr`, the translation languages' verses)
-TRANSLATION_SCHEDULE = ("cp", "mt", "dae-cont")
+# (see mbart_config and xlmr_config)
 SUMMARY_COLUMNS = ["model", "analogue", "objective", "data", "parameters", "steps", "batch_size", "seconds",
                    "trained"]
 
