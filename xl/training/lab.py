@@ -72,8 +72,9 @@ def digest_of(name: str, cfg: dict) -> str:
              lab_tokenizer.spm_path(cfg).parent.name, _settings(cfg, ARCH_KEYS + TRAIN_KEYS), steps_of(name, cfg)]
     if objective == "mlm":
         parts.append(MLM_MASK)
-    if objective in TRANSLATION_SCHEDULE and cfg.get("mt_languages"):  # unset: the digests of before
-        parts.append(translation_languages(cfg))
+    narrowed = narrowed_languages(objective, cfg)
+    if narrowed:  # unset: the digests of before
+        parts.append(narrowed)
     if base:
         parts.append(digest_of(base, cfg))
     return io.digest(*parts)
@@ -113,6 +114,11 @@ def translation_languages(cfg: dict) -> list[str]:
     """The languages of the translation objective: those of the preset's in `mt_languages` (all without it)."""
     chosen = cfg.get("mt_languages")
     return [lang for lang in cfg["languages"] if chosen is None or lang in chosen]
+
+
+def narrowed_languages(objective: str, cfg: dict) -> list[str] | None:
+    """The translation languages a model of `objective` trains on where `mt_languages` narrows them; else None."""
+    return translation_languages(cfg) if objective in TRANSLATION_SCHEDULE and cfg.get("mt_languages") else None
 
 
 def parallel_train(cfg: dict) -> pd.DataFrame:
@@ -242,9 +248,8 @@ def train_lab_models(cfg: dict | str = "lab", names=None, write: bool = True) ->
         info = marker(out_dir)
         trained = before[name] is None or before[name].get("digest") != info["digest"]
         spec = registry.lab_spec(name)
-        data = spec.data
-        if spec.objective in TRANSLATION_SCHEDULE and cfg.get("mt_languages"):
-            data += f", of {', '.join(translation_languages(cfg))}"
+        narrowed = narrowed_languages(spec.objective, cfg)
+        data = spec.data + (f", of {', '.join(narrowed)}" if narrowed else "")
         rows.append({"model": name, "analogue": spec.paper_analogue, "objective": registry.OBJECTIVES[spec.objective],
                      "data": f"{data} ({info['steps'] * info['batch_size']:,} seen)", "parameters": info["parameters"],
                      "steps": info["steps"], "batch_size": info["batch_size"],
