@@ -204,7 +204,7 @@ def test_smoke_lab_models_train_fast(trained, cfg):
 def test_the_equal_compute_control_denoises_as_long_as_the_cp_models_translate(trained, cfg):
     control, cp = (training.marker(paths.model_dir("smoke", n)) for n in ("lab-dae-cont", "lab-m2m"))
     assert (control["steps"], control["batch_size"]) == (cp["steps"], cp["batch_size"]) == (cfg["train_steps"]["cp"],
-                                                                                            cfg["train_batch"])
+                                                                                            cfg["train_mt_batch"])
     assert control["objective"] == "dae-cont" and registry.family("lab-dae-cont") == "LM"
     base = AutoModelForSeq2SeqLM.from_pretrained(paths.model_dir("smoke", "lab-dae"))
     after = AutoModelForSeq2SeqLM.from_pretrained(paths.model_dir("smoke", "lab-dae-cont"))
@@ -279,6 +279,31 @@ def test_translation_languages_restrict_the_translation_schedule_only(trained, c
     with pytest.raises(Seen):
         training.lab_model("lab-o2m", fewer)  # continues the saved smoke lab-dae (its digest is unchanged)
     assert seen == {"dirs": [("en", "de")], "cols": ["en", "de"]}
+
+
+def test_train_mt_batch_sets_the_translation_schedule_batch_only(trained, cfg, monkeypatch):
+    """train_mt_batch: the MT and CP models and their control train on batches of that size; the language
+    models keep train_batch and their digests."""
+    halved = {**cfg, "train_mt_batch": cfg["train_batch"] // 2}
+    assert [lab.batch_of(o, halved) for o in ("mlm", "dae", "cp", "mt", "dae-cont")] == [8, 8, 4, 4, 4]
+    for name in ["lab-m2m", "lab-mt", "lab-dae-cont"]:
+        assert training.digest_of(name, halved) != training.digest_of(name, cfg), name
+    for name in ["lab-mlm", "lab-dae"]:
+        assert training.digest_of(name, halved) == training.digest_of(name, cfg), name
+    seen = {}
+
+    class Seen(Exception):
+        pass
+
+    def record(tok, corpus, dirs, batch_size, **k):
+        seen["batch_size"] = batch_size
+        raise Seen  # the batch continuing would train on is all this test needs
+
+    monkeypatch.setattr(continued, "TranslationTask", record)
+    with pytest.raises(Seen):
+        training.lab_model("lab-m2o", halved)  # continues the saved smoke lab-dae (its digest is unchanged)
+    assert seen == {"batch_size": 4}
+    assert training.marker(paths.model_dir("smoke", "lab-mlm"))["batch_size"] == cfg["train_batch"]
 
 
 def test_mt_quality_table(trained, cfg, monkeypatch, tmp_path):

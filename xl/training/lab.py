@@ -27,7 +27,7 @@ from xl.training.objectives import MLM_MASK, MonolingualTask, TranslationTask, d
 ARCH_KEYS = ["model_dim", "model_layers", "model_decoder_layers", "model_ffn", "model_heads", "model_max_length"]
 TRAIN_KEYS = ["train_batch", "train_lr", "train_mt_lr", "train_warmup", "seed"]
 # The objectives trained on the translation schedule: translation (continued or from scratch) and its
-# equal-compute control (`train_mt_lr`, the translation languages' verses).
+# equal-compute control (`train_mt_lr`, `train_mt_batch`, the translation languages' verses).
 TRANSLATION_SCHEDULE = ("cp", "mt", "dae-cont")
 # A few hundred steps over ~25,000 verses per language: the models underfit, dropout would only slow them.
 DROPOUT = 0.0
@@ -53,6 +53,11 @@ def lr_of(objective: str, cfg: dict) -> float:
     return cfg["train_mt_lr"] if objective in TRANSLATION_SCHEDULE else cfg["train_lr"]
 
 
+def batch_of(objective: str, cfg: dict) -> int:
+    """Examples per step of an objective: `train_mt_batch` on the translation schedule, else `train_batch`."""
+    return cfg["train_mt_batch"] if objective in TRANSLATION_SCHEDULE else cfg["train_batch"]
+
+
 def steps_of(name: str, cfg: dict) -> int:
     """Training steps of a lab model: `train_steps`, or `train_steps_on_gpu` where a preset sets it and
     a CUDA GPU is present (more steps where they are cheap; the model's digest records the steps)."""
@@ -75,6 +80,8 @@ def digest_of(name: str, cfg: dict) -> str:
     narrowed = narrowed_languages(objective, cfg)
     if narrowed:  # unset: the digests of before
         parts.append(narrowed)
+    if objective in TRANSLATION_SCHEDULE:  # the language models' digests stay those of before
+        parts.append(batch_of(objective, cfg))
     if base:
         parts.append(digest_of(base, cfg))
     return io.digest(*parts)
@@ -183,7 +190,8 @@ def lab_model(name: str, cfg: dict | str = "lab", force: bool = False) -> Path:
         return out_dir
     objective, kind, base = spec.objective, spec.directions, spec.base
     steps = steps_of(name, cfg)
-    common = dict(steps=steps, batch_size=cfg["train_batch"], max_length=cfg["model_max_length"], seed=cfg["seed"])
+    common = dict(steps=steps, batch_size=batch_of(objective, cfg), max_length=cfg["model_max_length"],
+                  seed=cfg["seed"])
     lr = lr_of(objective, cfg)
     if objective == "cp":
         return continue_pretraining(lab_model(base, cfg), parallel_train(cfg), kind, out_dir, cfg=cfg, lr=lr,
@@ -201,7 +209,7 @@ def lab_model(name: str, cfg: dict | str = "lab", force: bool = False) -> Path:
     model = trained.mlm if objective == "mlm" else trained
     return finish(model, tok, out_dir, digest, log, time.perf_counter() - start,
                   {"name": name, "objective": objective, "directions": kind, "steps": steps,
-                   "batch_size": cfg["train_batch"]})
+                   "batch_size": common["batch_size"]})
 
 
 def _train_alone(name: str, cfg: dict) -> None:
