@@ -283,13 +283,17 @@ def test_translation_languages_restrict_the_translation_schedule_only(trained, c
 
 def test_train_mt_batch_sets_the_translation_schedule_batch_only(trained, cfg, monkeypatch):
     """train_mt_batch: the MT and CP models and their control train on batches of that size; the language
-    models keep train_batch and their digests."""
+    models keep train_batch, and their digests whatever the translation schedule's batch and rate."""
     halved = {**cfg, "train_mt_batch": cfg["train_batch"] // 2}
     assert [lab.batch_of(o, halved) for o in ("mlm", "dae", "cp", "mt", "dae-cont")] == [8, 8, 4, 4, 4]
-    for name in ["lab-m2m", "lab-mt", "lab-dae-cont"]:
-        assert training.digest_of(name, halved) != training.digest_of(name, cfg), name
-    for name in ["lab-mlm", "lab-dae"]:
-        assert training.digest_of(name, halved) == training.digest_of(name, cfg), name
+    for changed in (halved, {**cfg, "train_mt_lr": 3 * cfg["train_mt_lr"]}):
+        for name in ["lab-m2m", "lab-mt", "lab-dae-cont"]:
+            assert training.digest_of(name, changed) != training.digest_of(name, cfg), name
+        for name in ["lab-mlm", "lab-dae"]:
+            assert training.digest_of(name, changed) == training.digest_of(name, cfg), name
+    slower = {**cfg, "train_lr": cfg["train_lr"] / 2}  # the language models', so the continued models' base's
+    moved = [n for n in registry.LAB_MODELS if training.digest_of(n, slower) != training.digest_of(n, cfg)]
+    assert moved == [n for n in registry.LAB_MODELS if n != "lab-mt"]  # lab-mt: translation from scratch
     seen = {}
 
     class Seen(Exception):

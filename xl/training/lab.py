@@ -25,7 +25,7 @@ from xl.training.loop import VERSION, MaskedPositionsOnly, finish, fit, set_gene
 from xl.training.objectives import MLM_MASK, MonolingualTask, TranslationTask, directions
 
 ARCH_KEYS = ["model_dim", "model_layers", "model_decoder_layers", "model_ffn", "model_heads", "model_max_length"]
-TRAIN_KEYS = ["train_batch", "train_lr", "train_mt_lr", "train_warmup", "seed"]
+TRAIN_KEYS = ["train_warmup", "seed"]  # every objective's; its batch and learning rate: batch_of, lr_of
 # The objectives trained on the translation schedule: translation (continued or from scratch) and its
 # equal-compute control (`train_mt_lr`, `train_mt_batch`, the translation languages' verses).
 TRANSLATION_SCHEDULE = ("cp", "mt", "dae-cont")
@@ -73,15 +73,16 @@ def digest_of(name: str, cfg: dict) -> str:
     """Everything that defines a lab model: corpus, tokenizer, sizes, schedule, and its base's digest."""
     spec = registry.lab_spec(name)
     objective, kind, base = spec.objective, spec.directions, spec.base
+    # the batch and learning rate of the model's own schedule: changing the translation schedule's
+    # leaves the language models (and the saved ones) as they are
     parts = [VERSION, name, objective, kind, cfg["languages"], cfg["books"], corpus.data_version(),
-             lab_tokenizer.spm_path(cfg).parent.name, _settings(cfg, ARCH_KEYS + TRAIN_KEYS), steps_of(name, cfg)]
+             lab_tokenizer.spm_path(cfg).parent.name, _settings(cfg, ARCH_KEYS + TRAIN_KEYS), steps_of(name, cfg),
+             batch_of(objective, cfg), lr_of(objective, cfg)]
     if objective == "mlm":
         parts.append(MLM_MASK)
     narrowed = narrowed_languages(objective, cfg)
     if narrowed:  # unset: the digests of before
         parts.append(narrowed)
-    if objective in TRANSLATION_SCHEDULE:  # the language models' digests stay those of before
-        parts.append(batch_of(objective, cfg))
     if base:
         parts.append(digest_of(base, cfg))
     return io.digest(*parts)
