@@ -35,6 +35,11 @@ def test_gate_needs_both_the_gap_and_the_chrf_margin_in_every_direction():
     out = sd.gate(dep, quality).set_index("model")
     assert out.passes_gate.to_dict() == {"a": True, "b": False, "c": False}  # b: no gap; c: chrF margin 1 < 2
     assert out.loc["a", "min_gap"] == 0.6 and out.loc["a", "directions"] == 2
+    why = {r.model: sd.shortfalls(r) for r in out.reset_index().itertuples()}
+    assert why["a"] == [] and len(why["b"]) == 1 and len(why["c"]) == 1
+    assert "0.10 nats" in why["b"][0] and "by only 1.0" in why["c"][0]  # each names what it missed, only that
+    text = sd.verdict(out.reset_index())
+    assert "**c** fails the gate (chrF beats the baseline by only 1.0 in its weakest direction)" in text
 
 
 @pytest.fixture(scope="module")

@@ -147,14 +147,19 @@ def verdict(gated: pd.DataFrame) -> str:
             parts.append(f"**{r.model}** reads its source (in its weakest direction, a same-length wrong source "
                          f"costs {r.min_gap:.2f} nats per piece and chrF beats the baseline by {r.min_margin:.1f}).")
         else:
-            why = []
-            if r.min_gap < MIN_GAP:
-                why.append(f"a same-length wrong source costs only {r.min_gap:.2f} nats per piece")
-            if r.min_margin < MIN_CHRF_MARGIN:
-                why.append(f"chrF beats the baseline by only {r.min_margin:.1f}")
-            parts.append(f"**{r.model}** fails the gate ({'; '.join(why)} in its weakest "
+            parts.append(f"**{r.model}** fails the gate ({'; '.join(shortfalls(r))} in its weakest "
                          "direction): later chapters treat it as *not tested*, not as a translation model.")
     return " ".join(parts)
+
+
+def shortfalls(r) -> list[str]:
+    """What a row of a gate table misses: the gap, the chrF margin, both, or nothing (it passes)."""
+    why = []
+    if r.min_gap < MIN_GAP:
+        why.append(f"a same-length wrong source costs only {r.min_gap:.2f} nats per piece")
+    if r.min_margin < MIN_CHRF_MARGIN:
+        why.append(f"chrF beats the baseline by only {r.min_margin:.1f}")
+    return why
 
 
 def failed(gated: pd.DataFrame) -> set[str]:
