@@ -92,8 +92,8 @@ KEYS: dict[str, Key] = dict(
                     none="hub models only"),
     model_max_length=Key(96, int, "pieces per verse, language code and </s> included", POSITIVE),
     train_batch=Key(32, int, "examples per training step of the language-model objectives", POSITIVE),
-    # the translation models read their source better from the same verse pairs in batches of 16 than of 32
-    # (and ~15% faster per pair); in batches of 8 worse (issue 13's experiments)
+    # the translation models read their source better from the same verse pairs in batches of 16 than of 32,
+    # for the same training time; in batches of 8 worse (issue 13's experiments)
     train_mt_batch=Key(16, int, "examples per training step of translation (continued or from scratch) and of "
                        "its equal-compute control", POSITIVE),
     train_lr=Key(1e-3, float, "peak learning rate of the language-model objectives", POSITIVE),
