@@ -267,18 +267,26 @@ def test_translation_languages_restrict_the_translation_schedule_only(trained, c
     monkeypatch.setattr(lab, "TranslationTask", lambda tok, corpus, dirs, **k: seen.update(dirs=dirs, cols=list(corpus)))
     lab._new_model("mt", "m2m", fewer, dict(steps=1, batch_size=1, max_length=8, seed=0))
     assert seen == {"dirs": [("en", "de"), ("de", "en")], "cols": ["en", "de"]}
+    seen = _continuing_task(monkeypatch, "lab-o2m", fewer)
+    assert (seen["dirs"], seen["cols"]) == ([("en", "de")], ["en", "de"])
+
+
+def _continuing_task(monkeypatch, name: str, cfg: dict) -> dict:
+    """What `lab_model(name, cfg)` hands TranslationTask to continue the saved smoke lab-dae (whose digest
+    these tests leave unchanged): directions, corpus columns, batch size; nothing is trained."""
+    seen = {}
 
     class Seen(Exception):
         pass
 
-    def record(tok, corpus, dirs, **k):
-        seen.update(dirs=dirs, cols=list(corpus))
-        raise Seen  # what continuing would train on is all this test needs
+    def record(tok, corpus, dirs, batch_size, **k):
+        seen.update(dirs=dirs, cols=list(corpus), batch_size=batch_size)
+        raise Seen  # what continuing would train on is all these tests need
 
     monkeypatch.setattr(continued, "TranslationTask", record)
     with pytest.raises(Seen):
-        training.lab_model("lab-o2m", fewer)  # continues the saved smoke lab-dae (its digest is unchanged)
-    assert seen == {"dirs": [("en", "de")], "cols": ["en", "de"]}
+        training.lab_model(name, cfg)
+    return seen
 
 
 def test_train_mt_batch_sets_the_translation_schedule_batch_only(trained, cfg, monkeypatch):
@@ -294,19 +302,7 @@ def test_train_mt_batch_sets_the_translation_schedule_batch_only(trained, cfg, m
     slower = {**cfg, "train_lr": cfg["train_lr"] / 2}  # the language models', so the continued models' base's
     moved = [n for n in registry.LAB_MODELS if training.digest_of(n, slower) != training.digest_of(n, cfg)]
     assert moved == [n for n in registry.LAB_MODELS if n != "lab-mt"]  # lab-mt: translation from scratch
-    seen = {}
-
-    class Seen(Exception):
-        pass
-
-    def record(tok, corpus, dirs, batch_size, **k):
-        seen["batch_size"] = batch_size
-        raise Seen  # the batch continuing would train on is all this test needs
-
-    monkeypatch.setattr(continued, "TranslationTask", record)
-    with pytest.raises(Seen):
-        training.lab_model("lab-m2o", halved)  # continues the saved smoke lab-dae (its digest is unchanged)
-    assert seen == {"batch_size": 4}
+    assert _continuing_task(monkeypatch, "lab-m2o", halved)["batch_size"] == 4
     assert training.marker(paths.model_dir("smoke", "lab-mlm"))["batch_size"] == cfg["train_batch"]
 
 

@@ -81,7 +81,7 @@ def digest_of(name: str, cfg: dict) -> str:
     if objective == "mlm":
         parts.append(MLM_MASK)
     narrowed = narrowed_languages(objective, cfg)
-    if narrowed:  # unset: the digests of before
+    if narrowed:  # only where mt_languages narrows them
         parts.append(narrowed)
     if base:
         parts.append(digest_of(base, cfg))
