@@ -94,3 +94,17 @@ def test_piece_losses_match_the_models_own_loss_without_the_language_code(cfg, m
     reference = F.cross_entropy(logits[1:], labels[1:]).item()
     assert labels[0] == mtok.convert_tokens_to_ids("de_DE")
     np.testing.assert_allclose(ours, [reference], rtol=1e-5)
+
+
+def test_piece_losses_come_back_in_the_callers_order_whatever_the_batches(cfg, mtok):
+    """Pairs are batched by length: each loss must still land at its own pair's position."""
+    torch.manual_seed(0)
+    model = lab.MBartForConditionalGeneration(lab.mbart_config(cfg, mtok)).eval()
+    src = ["And God said, Let there be light: and there was light.", "Amen.", "Jesus wept.",
+           "In the beginning God created the heaven and the earth.", "Rejoice evermore."]
+    tgt = ["Und Gott sprach: Es werde Licht! und es ward Licht.", "Amen.", "Und Jesus gingen die Augen über.",
+           "Am Anfang schuf Gott Himmel und Erde.", "Seid allezeit fröhlich."]
+    batched = sd.piece_losses(model, mtok, src, tgt, "en", "de", batch_size=2, max_length=32)
+    one_by_one = [sd.piece_losses(model, mtok, [s], [t], "en", "de", max_length=32)[0] for s, t in zip(src, tgt)]
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-5)
+    assert len(set(np.round(batched, 4))) == len(src)  # distinct values: a misplaced loss would show
