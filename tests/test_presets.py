@@ -97,6 +97,12 @@ def test_overrides_are_checked_and_none_keeps_the_preset_value():
     assert (cfg["analysis_verses"], cfg["model_dim"], cfg["model_heads"], cfg["train_lr"]) == (10, 36, 3, 1)
     assert presets.config("smoke", analysis_verses=None)["analysis_verses"] == 64
     assert presets.config("paper", transfer_train_size=100)["transfer_train_size"] == 100
+    # a dict changes the entries it names only (`-p 'train_steps={cp: 1800}'`), checked as a whole
+    assert presets.config("lab", train_steps={"cp": 1800})["train_steps"] == {"mlm": 1200, "dae": 800, "cp": 1800,
+                                                                              "mt": 1200}
+    assert presets.config("lab", train_steps_on_gpu={"mt": 6000})["train_steps_on_gpu"] == {"mt": 6000}
+    with pytest.raises(XLError, match="train_steps"):
+        presets.config("lab", train_steps={"cp": 0})
     with pytest.raises(XLError, match="unknown parameter 'colour' for preset 'smoke'; known: description"):
         presets.config("smoke", colour="red")
     with pytest.raises(XLError, match="'huge'; choose one of: smoke, lab, paper"):

@@ -107,8 +107,9 @@ KEYS: dict[str, Key] = dict(
     # 500 steps left it near unigram loss. cp and mt: 19,200 verse pairs. The English-centric lab-m2m (twice
     # the directions of m2o, o2m) then stays under the gate (gap ~0.5 nats, chrF into fr +1 over the baseline);
     # 25,600 pairs (cp 1600) lifted its gap to 0.62 but not its chrF into fr (+1.7) and took the lab book to
-    # 30.5 minutes. From scratch lab-mt is far from the gate (48,000 pairs reached 0.3 nats): GPU steps
-    # (train_steps_on_gpu) are the way to more (issue 13's experiments)
+    # 30.5 minutes; 28,800 (cp 1800) pass (0.65, +3.2) in 31.9 minutes. Label smoothing 0.1 did not help and
+    # cost 30% more per step. From scratch lab-mt is far from the gate (64,000 pairs reached 0.48 nats):
+    # GPU steps (train_steps_on_gpu) are the way to more (issue 13's experiments)
     train_steps=Key({"mlm": 1200, "dae": 800, "cp": 1200, "mt": 1200}, dict,
                     "training steps per objective (xl.models.registry.STEPS_OF)", POSITIVE, item=int,
                     keys=one_of(*dict.fromkeys(STEPS_OF.values()))),
@@ -188,7 +189,8 @@ PRESETS: dict[str, dict] = {name: {k: copy.deepcopy(delta.get(k, spec.default)) 
 
 
 def config(preset: str = "lab", **overrides) -> dict:
-    """The parameters of a preset, with `overrides` (None means: keep the preset's value), checked."""
+    """The parameters of a preset, with `overrides` (None means: keep the preset's value), checked.
+    A dict overrides only the entries it names: train_steps={"cp": 1800} keeps the other steps."""
     if preset not in PRESETS:
         raise XLError(f"unknown preset {preset!r}; {did_you_mean(preset, PRESETS)}"
                       f"choose one of: {', '.join(PRESETS)}")
@@ -197,7 +199,8 @@ def config(preset: str = "lab", **overrides) -> dict:
         if name not in cfg:
             raise XLError(f"unknown parameter {name!r} for preset {preset!r}; {did_you_mean(name, cfg)}"
                           f"known: {', '.join(cfg)}")
-    changed = {name: value for name, value in overrides.items() if value is not None}
+    changed = {name: {**cfg[name], **value} if isinstance(value, dict) and isinstance(cfg[name], dict) else value
+               for name, value in overrides.items() if value is not None}
     for name, value in changed.items():  # against the other keys as changed, this one as in the preset
         check(name, value, {**cfg, **changed, name: cfg[name]})
     cfg.update(copy.deepcopy(changed))

@@ -59,11 +59,12 @@ def batch_of(objective: str, cfg: dict) -> int:
 
 
 def steps_of(name: str, cfg: dict) -> int:
-    """Training steps of a lab model: `train_steps`, or `train_steps_on_gpu` where a preset sets it and
-    a CUDA GPU is present (more steps where they are cheap; the model's digest records the steps)."""
+    """Training steps of a lab model: its objective's entry of `train_steps`, or of `train_steps_on_gpu`
+    where a preset gives one and a CUDA GPU is present (more steps where they are cheap; the model's
+    digest records the steps)."""
     objective = registry.STEPS_OF[registry.lab_spec(name).objective]
-    on_gpu = cfg.get("train_steps_on_gpu")
-    steps = (on_gpu if on_gpu and torch.cuda.is_available() else cfg.get("train_steps")) or {}
+    on_gpu = (cfg.get("train_steps_on_gpu") or {}) if torch.cuda.is_available() else {}
+    steps = {**(cfg.get("train_steps") or {}), **on_gpu}
     if objective not in steps:
         raise XLError(f"preset {cfg.get('preset')!r}: train_steps has no entry {objective!r} for {name}")
     return int(steps[objective])
