@@ -108,8 +108,8 @@ KEYS: dict[str, Key] = dict(
     # the directions of m2o, o2m) then stays under the gate (gap ~0.5 nats, chrF into fr +1 over the baseline);
     # 25,600 pairs (cp 1600) lifted its gap to 0.62 but not its chrF into fr (+1.7) and took the lab book to
     # 30.5 minutes; 28,800 (cp 1800) pass (0.65, +3.2) in 31.9 minutes. Label smoothing 0.1 did not help and
-    # cost 30% more per step. From scratch lab-mt is far from the gate (64,000 pairs reached 0.48 nats):
-    # GPU steps (train_steps_on_gpu) are the way to more (issue 13's experiments)
+    # cost 30% more per step. From scratch lab-mt needs 5x its steps (64,000 pairs reached 0.48 nats, 96,000
+    # passed): GPU steps (train_steps_on_gpu) are the way to more (issue 13's experiments)
     train_steps=Key({"mlm": 1200, "dae": 800, "cp": 1200, "mt": 1200}, dict,
                     "training steps per objective (xl.models.registry.STEPS_OF)", POSITIVE, item=int,
                     keys=one_of(*dict.fromkeys(STEPS_OF.values()))),
