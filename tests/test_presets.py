@@ -92,10 +92,14 @@ def test_every_key_is_declared_once_with_a_meaning():
         assert bool(spec.none) == (None in values), f"{key}: None allowed exactly where a preset uses it"
 
 
-def test_overrides_are_checked_and_none_keeps_the_preset_value():
+def test_overrides_are_checked_and_none_sets_none_where_a_key_allows_it():
     cfg = presets.config("smoke", analysis_verses=10, model_dim=36, model_heads=3, train_lr=1)
     assert (cfg["analysis_verses"], cfg["model_dim"], cfg["model_heads"], cfg["train_lr"]) == (10, 36, 3, 1)
-    assert presets.config("smoke", analysis_verses=None)["analysis_verses"] == 64
+    # `-p mt_languages=null`: every language translates (the lab's default narrows them)
+    assert presets.config("lab", mt_languages=None)["mt_languages"] is None
+    assert presets.config("lab", train_steps_on_gpu=None)["train_steps_on_gpu"] is None
+    with pytest.raises(XLError, match=r"parameter 'analysis_verses' must be a int, got None"):
+        presets.config("smoke", analysis_verses=None)
     assert presets.config("paper", transfer_train_size=100)["transfer_train_size"] == 100
     # a dict changes the entries it names only (`-p 'train_steps={cp: 1800}'`), checked as a whole
     assert presets.config("lab", train_steps={"cp": 1800})["train_steps"] == {"mlm": 1200, "dae": 800, "cp": 1800,

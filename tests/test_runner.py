@@ -124,10 +124,12 @@ def test_bad_input(toy):
         runner.run("toy", "smoke", {"rows": "many"})
     with pytest.raises(XLError, match="'languages' must be a list"):
         runner.run("toy", "smoke", {"languages": "en"})
+    with pytest.raises(XLError, match="'analysis_verses' must be a int, got None"):  # -p analysis_verses=null
+        runner.run("toy", "smoke", {"analysis_verses": None})
     with pytest.raises(XLError, match="key=value"):
         runner.parse_params(["rows"])
-    assert runner.parse_params(["rows=4", "languages=[en, fr]", "x=0.5"]) == \
-        {"rows": 4, "languages": ["en", "fr"], "x": 0.5}
+    assert runner.parse_params(["rows=4", "languages=[en, fr]", "x=0.5", "mt_languages=null"]) == \
+        {"rows": 4, "languages": ["en", "fr"], "x": 0.5, "mt_languages": None}
 
 
 @pytest.mark.fault

@@ -190,8 +190,9 @@ PRESETS: dict[str, dict] = {name: {k: copy.deepcopy(delta.get(k, spec.default)) 
 
 
 def config(preset: str = "lab", **overrides) -> dict:
-    """The parameters of a preset, with `overrides` (None means: keep the preset's value), checked.
-    A dict overrides only the entries it names: train_steps={"cp": 1800} keeps the other steps."""
+    """The parameters of a preset, with `overrides`, checked. None sets a key to None where the key allows it
+    (`-p mt_languages=null`: every language) and is refused elsewhere. A dict overrides only the entries it
+    names: train_steps={"cp": 1800} keeps the other steps."""
     if preset not in PRESETS:
         raise XLError(f"unknown preset {preset!r}; {did_you_mean(preset, PRESETS)}"
                       f"choose one of: {', '.join(PRESETS)}")
@@ -201,7 +202,7 @@ def config(preset: str = "lab", **overrides) -> dict:
             raise XLError(f"unknown parameter {name!r} for preset {preset!r}; {did_you_mean(name, cfg)}"
                           f"known: {', '.join(cfg)}")
     changed = {name: {**cfg[name], **value} if isinstance(value, dict) and isinstance(cfg[name], dict) else value
-               for name, value in overrides.items() if value is not None}
+               for name, value in overrides.items()}
     for name, value in changed.items():  # against the other keys as changed, this one as in the preset
         check(name, value, {**cfg, **changed, name: cfg[name]})
     cfg.update(copy.deepcopy(changed))
