@@ -40,6 +40,8 @@ def test_gate_needs_both_the_gap_and_the_chrf_margin_in_every_direction():
     assert "0.10 nats" in why["b"][0] and "by only 1.0" in why["c"][0]  # each names what it missed, only that
     text = sd.verdict(out.reset_index())
     assert "**c** fails the gate (chrF beats the baseline by only 1.0 in its weakest direction)" in text
+    below = out.reset_index().assign(min_margin=-2.1).iloc[2]  # worse than source-blind: said so, not "by only -2.1"
+    assert sd.shortfalls(below) == ["chrF falls 2.1 below the baseline"]
 
 
 @pytest.fixture(scope="module")

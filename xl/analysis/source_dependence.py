@@ -162,7 +162,9 @@ def shortfalls(r) -> list[str]:
     why = []
     if r.min_gap < MIN_GAP:
         why.append(f"a same-length wrong source costs only {r.min_gap:.2f} nats per piece")
-    if r.min_margin < MIN_CHRF_MARGIN:
+    if r.min_margin < 0:
+        why.append(f"chrF falls {-r.min_margin:.1f} below the baseline")
+    elif r.min_margin < MIN_CHRF_MARGIN:
         why.append(f"chrF beats the baseline by only {r.min_margin:.1f}")
     return why
 

@@ -205,14 +205,20 @@ def against_baseline(quality: pd.DataFrame, margin: float = 1.0) -> pd.DataFrame
         chrf=("chrf", "mean"), gap=("gap", "mean")).round(1)
 
 
+def _listed(names: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
+
+
 def verdict(quality: pd.DataFrame, margin: float = 1.0) -> str:
     """One sentence: which models translate (beat the baseline) in how many of their directions."""
     table = against_baseline(quality, margin)
     parts = [f"{r.Index} in {r.beat_baseline} of {r.directions} (mean gap {r.gap:+.1f})" for r in table.itertuples()]
     learned = table.index[table.beat_baseline == table.directions].tolist()
     none = table.index[table.beat_baseline == 0].tolist()
-    summary = (f" Only {', '.join(learned)} translates in every direction it was trained on." if learned and none
-               else "")
+    one = len(learned) == 1
+    summary = (f" Only {_listed(learned)} translate{'s' if one else ''} in every direction "
+               f"{'it was' if one else 'they were'} trained on." if learned and none else "")
     if none:
         summary += f" {', '.join(none)} beat{'s' if len(none) == 1 else ''} the baseline nowhere: " \
                    "fluent target-language text that ignores the source."
