@@ -52,7 +52,7 @@ def test_empty_selection(book_root):
 
 def test_wrong_type_parameter_is_refused_before_running(book_root, capsys):
     assert cli.main(["run", "corpus", "--preset", "smoke", "-p", "analysis_verses=many"]) == 2
-    assert "parameter 'analysis_verses' must be a int (like 64), got 'many'" in capsys.readouterr().err
+    assert "parameter 'analysis_verses' must be an int (like 64), got 'many'" in capsys.readouterr().err
     assert nothing_written(book_root / "results" / "smoke")
 
 

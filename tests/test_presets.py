@@ -98,7 +98,7 @@ def test_overrides_are_checked_and_none_sets_none_where_a_key_allows_it():
     # `-p mt_languages=null`: every language translates (the lab's default narrows them)
     assert presets.config("lab", mt_languages=None)["mt_languages"] is None
     assert presets.config("lab", train_steps_on_gpu=None)["train_steps_on_gpu"] is None
-    with pytest.raises(XLError, match=r"parameter 'analysis_verses' must be a int, got None"):
+    with pytest.raises(XLError, match=r"parameter 'analysis_verses' must be an int, got None"):
         presets.config("smoke", analysis_verses=None)
     assert presets.config("paper", transfer_train_size=100)["transfer_train_size"] == 100
     # a dict changes the entries it names only (`-p 'train_steps={cp: 1800}'`), checked as a whole

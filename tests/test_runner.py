@@ -120,11 +120,11 @@ def test_bad_input(toy):
         runner.run("toy", "huge")
     with pytest.raises(XLError, match="unknown parameter 'colour'"):
         runner.run("toy", "smoke", {"colour": "red"})
-    with pytest.raises(XLError, match="'rows' must be a int"):
+    with pytest.raises(XLError, match="'rows' must be an int"):
         runner.run("toy", "smoke", {"rows": "many"})
     with pytest.raises(XLError, match="'languages' must be a list"):
         runner.run("toy", "smoke", {"languages": "en"})
-    with pytest.raises(XLError, match="'analysis_verses' must be a int, got None"):  # -p analysis_verses=null
+    with pytest.raises(XLError, match="'analysis_verses' must be an int, got None"):  # -p analysis_verses=null
         runner.run("toy", "smoke", {"analysis_verses": None})
     with pytest.raises(XLError, match="key=value"):
         runner.parse_params(["rows"])

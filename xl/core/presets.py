@@ -219,17 +219,22 @@ def check(name: str, value, cfg: dict | None = None) -> None:
     spec, cfg = KEYS[name], cfg or {}
     if value is None:
         if not spec.none:
-            raise XLError(f"parameter {name!r} must be a {spec.kind.__name__}, got None")
+            raise XLError(f"parameter {name!r} must be {_a(spec.kind)}, got None")
         return
     like = next((v for v in (cfg.get(name), spec.default, *(p[name] for p in PRESETS.values())) if v is not None),
                 None)
     if like is None and not isinstance(value, spec.kind):  # a key that every preset leaves at None
-        raise XLError(f"parameter {name!r} must be a {spec.kind.__name__}, got {value!r} ({type(value).__name__})")
+        raise XLError(f"parameter {name!r} must be {_a(spec.kind)}, got {value!r} ({type(value).__name__})")
     check_type(name, value, like)
     _check_entries(name, value, spec)
     for problem in (rule(name, {**cfg, name: value}) for rule in CONSISTENCY.get(name, [])):
         if problem:
             raise XLError(problem)
+
+
+def _a(kind: type) -> str:
+    """'an int', 'a list': a type's name with its article, for messages."""
+    return f"{'an' if kind.__name__[0] in 'aeiou' else 'a'} {kind.__name__}"
 
 
 def check_type(name: str, value, default) -> None:
@@ -244,7 +249,7 @@ def check_type(name: str, value, default) -> None:
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise XLError(f"parameter {name!r} must be a {type(default).__name__} "
+        raise XLError(f"parameter {name!r} must be {_a(type(default))} "
                       f"(like {default!r}), got {value!r} ({type(value).__name__})")
     if isinstance(default, (list, dict)) and default and not value:
         raise XLError(f"parameter {name!r} selects nothing: give at least one value (like {default!r})")
