@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from xl import training
 from xl.analysis import source_dependence as sd
+from xl.core.tensors import batches_by_length
 from xl.models import tokenizer
 from xl.training import lab, objectives
 
@@ -110,3 +111,13 @@ def test_piece_losses_come_back_in_the_callers_order_whatever_the_batches(cfg, m
     one_by_one = [sd.piece_losses(model, mtok, [s], [t], "en", "de", max_length=32)[0] for s, t in zip(src, tgt)]
     np.testing.assert_allclose(batched, one_by_one, rtol=1e-5)
     assert len(set(np.round(batched, 4))) == len(src)  # distinct values: a misplaced loss would show
+
+
+def test_batches_by_length_cover_every_index_once_shortest_first():
+    lengths = [5, 1, 9, 1, 3, 7, 2]
+    batches = batches_by_length(lengths, 3)
+    assert [len(b) for b in batches] == [3, 3, 1]
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(len(lengths)))
+    assert [lengths[i] for i in flat] == sorted(lengths) and flat[:2].tolist() == [1, 3]  # ties keep their order
+    assert batches_by_length([], 4) == []

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from xl.analysis import translation
 from xl.core import presets, workers
+from xl.core.tensors import batches_by_length
 from xl.core.results import Store
 from xl.data import languages as langs
 from xl.models import registry
@@ -53,12 +54,9 @@ def piece_losses(model, tok, sources, targets, src: str, tgt: str, batch_size: i
     scheme = langs.scheme(tok)
     tok.src_lang, tok.tgt_lang = langs.code(src, scheme), langs.code(tgt, scheme)
     sources, targets = list(sources), list(targets)
-    # batches of pairs of similar length (in characters): random pairs padded to the longest of their
-    # batch cost about twice the compute; each pair's loss is the same in any batch
-    order = np.argsort([len(s) + len(t) for s, t in zip(sources, targets)], kind="stable")
     out = np.zeros(len(sources))
-    for i in range(0, len(sources), batch_size):
-        idx = order[i:i + batch_size]
+    # each pair's loss is the same in any batch: batch pairs of similar length (in characters)
+    for idx in batches_by_length([len(s) + len(t) for s, t in zip(sources, targets)], batch_size):
         enc = tok([sources[j] for j in idx], text_target=[targets[j] for j in idx], padding=True,
                   truncation=True, max_length=max_length, return_tensors="pt").to(model.device)
         labels = enc["labels"].masked_fill(enc["labels"] == tok.pad_token_id, IGNORE)

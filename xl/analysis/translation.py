@@ -11,7 +11,6 @@ translates only what changed.
 """
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import sacrebleu
 import torch
@@ -20,6 +19,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from xl.core import io, memo, paths, presets, workers
 from xl.core.errors import XLError
 from xl.core.results import Store
+from xl.core.tensors import batches_by_length
 from xl.data import corpus, languages as langs
 from xl.models import registry
 from xl.models.encoder import locate, quiet_transformers, weights_checksum
@@ -87,10 +87,8 @@ def translate(model, tok, texts, src: str, tgt: str, batch_size: int = 32, max_l
     _code_id(tok, src, scheme)
     tok.src_lang = langs.code(src, scheme)
     forced = _code_id(tok, tgt, scheme)
-    order = np.argsort([len(t) for t in texts], kind="stable")
     out = [None] * len(texts)
-    for start in range(0, len(texts), batch_size):
-        idx = order[start:start + batch_size]
+    for idx in batches_by_length([len(t) for t in texts], batch_size):
         enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                   max_length=limit).to(model.device)
         longest = int(enc["attention_mask"].sum(1).max())

@@ -11,6 +11,13 @@ def pad(rows: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
+def batches_by_length(lengths, batch_size: int) -> list[np.ndarray]:
+    """Indices 0..n-1 in batches of similar length (shortest first): padded to their longest, random
+    batches cost up to twice the compute. The caller puts each batch's results back at its indices."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def max_positions(config) -> int | None:
     """The longest input a model's position embeddings allow (None: no limit); RoBERTa-style models
     start counting positions after the padding index."""
