@@ -403,6 +403,18 @@ def test_more_steps_on_a_gpu_only_when_the_preset_says_so(monkeypatch):
     assert lab.steps_of("lab-m2o", more) == cfg["train_steps"]["cp"]
 
 
+def test_longer_training_is_said_only_where_the_mt_model_sees_more_pairs():
+    def summary(mt_steps, mt_batch=16):
+        return pd.DataFrame({"model": ["lab-mlm", "lab-m2m", "lab-mt"], "steps": [1200, 1200, mt_steps],
+                             "batch_size": [32, 16, mt_batch]})
+    said = training.longer_training(summary(4000))
+    assert "`lab-mt` trains for 4,000 steps of 16 pairs, the continued models for 1,200 of 16" in said
+    assert "3.3 times their verse pairs (64,000)" in said
+    assert training.longer_training(summary(2400, 8)) == ""  # as many pairs: nothing to say
+    assert training.longer_training(summary(1200)) == ""
+    assert training.longer_training(summary(4000).iloc[:2]) == ""  # no lab-mt in this run
+
+
 def test_workers_start_each_model_when_its_base_is_done(monkeypatch):
     """lab-dae's continuations start as soon as it ends, while lab-mlm (no base) still trains."""
     cfg = {**presets.config("smoke"), "train_workers": 2}

@@ -27,13 +27,13 @@ from transformers import MBartForConditionalGeneration, XLMRobertaForMaskedLM
 from xl.models.store import MARKER, checkpoint_path, is_trained, leftovers, marker, save
 from xl.training.continued import continue_pretraining, hub_parallel
 from xl.training.lab import (ARCH_KEYS, DROPOUT, SUMMARY_COLUMNS, TRAIN_KEYS, VERSION, digest_of, lab_model,
-                             mbart_config, monolingual, parallel_train, steps_of, train_lab_models, training_log,
-                             translation_languages, xlmr_config)
+                             longer_training, mbart_config, monolingual, parallel_train, steps_of, train_lab_models,
+                             training_log, translation_languages, xlmr_config)
 from xl.training.loop import MaskedPositionsOnly, fit
 
 __all__ = ["MBartForConditionalGeneration", "XLMRobertaForMaskedLM",
            "MARKER", "checkpoint_path", "is_trained", "leftovers", "marker", "save",
            "continue_pretraining", "hub_parallel",
            "ARCH_KEYS", "DROPOUT", "SUMMARY_COLUMNS", "TRAIN_KEYS", "VERSION", "digest_of", "lab_model",
-           "mbart_config", "monolingual", "parallel_train", "steps_of", "train_lab_models", "training_log",
-           "translation_languages", "xlmr_config", "MaskedPositionsOnly", "fit"]
+           "longer_training", "mbart_config", "monolingual", "parallel_train", "steps_of", "train_lab_models",
+           "training_log", "translation_languages", "xlmr_config", "MaskedPositionsOnly", "fit"]

@@ -272,6 +272,24 @@ def train_lab_models(cfg: dict | str = "lab", names=None, write: bool = True) ->
     return summary
 
 
+def longer_training(summary: pd.DataFrame, name: str = "lab-mt", peer: str = "lab-m2m") -> str:
+    """A sentence for a `train_lab_models` summary where `name` trains more examples than `peer` (the MT
+    model from scratch against the continued models): how much more, and why that matters; else ""."""
+    rows = summary.set_index("model")
+    if name not in rows.index or peer not in rows.index:
+        return ""
+    seen = rows.steps * rows.batch_size
+    if seen[name] <= seen[peer]:
+        return ""
+    own, other = rows.loc[name], rows.loc[peer]
+    return (f"**`{name}` trains for {own.steps:,} steps of {own.batch_size} pairs, the continued models for "
+            f"{other.steps:,} of {other.batch_size}**: starting from random weights it has to learn the "
+            f"languages as well as translation, and in the continued models' steps it learned the length of the "
+            f"source rather than its meaning. It has seen {seen[name] / seen[peer]:.1f} times their verse pairs "
+            f"({seen[name]:,}), and the equal-compute control covers the continued models only: where `{name}` "
+            f"differs from the language models, its longer training is a cause besides the objective.")
+
+
 def training_log(cfg: dict | str = "lab", names=None) -> pd.DataFrame:
     """The loss curves of the saved lab models: model, step, loss."""
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
