@@ -387,7 +387,8 @@ def test_translation_counts_only_where_it_beats_the_source_blind_baseline():
     assert "a in 1 of 2" in translation.verdict(quality) and "nowhere" not in translation.verdict(quality)
     assert "a beats the baseline nowhere" in translation.verdict(quality.assign(chrf=10.0).iloc[:2])
     three = pd.concat([quality.assign(model=m, chrf=30.0) for m in "cde"] + [quality.assign(chrf=10.0)])
-    assert "Only c, d and e translate in every direction they were trained on." in translation.verdict(three)
+    assert "Only c, d and e translate in every direction they were trained on. a and b beat the baseline nowhere" \
+        in translation.verdict(three)
     one = three[~three.model.isin(["d", "e"])]
     assert "Only c translates in every direction it was trained on." in translation.verdict(one)
 

@@ -218,7 +218,7 @@ def verdict(quality: pd.DataFrame, margin: float = 1.0) -> str:
     summary = (f" Only {_listed(learned)} translate{'s' if one else ''} in every direction "
                f"{'it was' if one else 'they were'} trained on." if learned and none else "")
     if none:
-        summary += f" {', '.join(none)} beat{'s' if len(none) == 1 else ''} the baseline nowhere: " \
+        summary += f" {_listed(none)} beat{'s' if len(none) == 1 else ''} the baseline nowhere: " \
                    "fluent target-language text that ignores the source."
     return f"Directions where chrF beats the source-blind baseline by more than {margin:g} point: " \
            f"{'; '.join(parts)}.{summary}"
