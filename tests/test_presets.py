@@ -25,7 +25,7 @@ LAB = dict(
     vocab_size=8000, tokenizer_verses_per_language=12000, analysis_verses=1000, bootstrap_replicates=200, flores_dir=None,
     models=LAB_MODELS, seed=0,
     model_dim=128, model_layers=4, model_decoder_layers=2, model_ffn=512, model_heads=4, model_max_length=96,
-    train_batch=32, train_mt_batch=16, train_lr=0.001, train_mt_lr=0.002, train_warmup=0.06, train_steps={"mlm": 1200, "dae": 800, "cp": 1200, "mt": 4000}, train_steps_on_gpu=None,
+    train_batch=32, train_mt_batch=16, train_lr=0.001, train_mt_lr=0.002, train_warmup=0.06, train_steps={"mlm": 1200, "dae": 800, "cp": 1200, "mt": 5000}, train_steps_on_gpu=None,
     train_checkpoint_every=200, train_log_every=10, train_workers=2, mt_languages=["en", "de", "fr"], mt_eval_verses=100, mt_eval_pairs=PAIRS,
     transfer_tasks=["genre", "xref", "retrieval"], transfer_seeds=[0, 1, 2], transfer_train_size=400,
     transfer_dev_size=150, transfer_eval_size=400, transfer_epochs=3, transfer_lr=0.001, transfer_batch_size=8,
@@ -103,7 +103,7 @@ def test_overrides_are_checked_and_none_sets_none_where_a_key_allows_it():
     assert presets.config("paper", transfer_train_size=100)["transfer_train_size"] == 100
     # a dict changes the entries it names only (`-p 'train_steps={cp: 1800}'`), checked as a whole
     assert presets.config("lab", train_steps={"cp": 1800})["train_steps"] == {"mlm": 1200, "dae": 800, "cp": 1800,
-                                                                              "mt": 4000}
+                                                                              "mt": 5000}
     assert presets.config("lab", train_steps_on_gpu={"mt": 6000})["train_steps_on_gpu"] == {"mt": 6000}
     with pytest.raises(XLError, match="train_steps"):
         presets.config("lab", train_steps={"cp": 0})
