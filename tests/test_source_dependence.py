@@ -43,6 +43,10 @@ def test_gate_needs_both_the_gap_and_the_chrf_margin_in_every_direction():
     assert "**c** fails the gate (chrF beats the baseline by only 1.0 in its weakest direction)" in text
     below = out.reset_index().assign(min_margin=-2.1).iloc[2]  # worse than source-blind: said so, not "by only -2.1"
     assert sd.shortfalls(below) == ["chrF falls 2.1 below the baseline"]
+    # just short of a bar: as many decimals as it takes to be below it, not "only 0.50" of 0.5
+    near = out.reset_index().assign(min_gap=0.4968, min_margin=1.96).iloc[0]
+    assert sd.shortfalls(near) == ["a same-length wrong source costs only 0.497 nats per piece",
+                                   "chrF beats the baseline by only 1.96"]
 
 
 @pytest.fixture(scope="module")

@@ -155,15 +155,22 @@ def verdict(gated: pd.DataFrame) -> str:
     return " ".join(parts)
 
 
+def _below(value: float, bar: float, digits: int) -> str:
+    """`value` (< `bar`) with `digits` decimals, more where rounding would reach the bar (0.497 of 0.5)."""
+    while round(value, digits) >= bar and digits < 6:
+        digits += 1
+    return f"{value:.{digits}f}"
+
+
 def shortfalls(r) -> list[str]:
     """What a row of a gate table misses: the gap, the chrF margin, both, or nothing (it passes)."""
     why = []
     if r.min_gap < MIN_GAP:
-        why.append(f"a same-length wrong source costs only {r.min_gap:.2f} nats per piece")
+        why.append(f"a same-length wrong source costs only {_below(r.min_gap, MIN_GAP, 2)} nats per piece")
     if r.min_margin < 0:
         why.append(f"chrF falls {-r.min_margin:.1f} below the baseline")
     elif r.min_margin < MIN_CHRF_MARGIN:
-        why.append(f"chrF beats the baseline by only {r.min_margin:.1f}")
+        why.append(f"chrF beats the baseline by only {_below(r.min_margin, MIN_CHRF_MARGIN, 1)}")
     return why
 
 
