@@ -20,6 +20,7 @@ from xl.core import io, memo, paths, presets, workers
 from xl.core.errors import XLError
 from xl.core.results import Store
 from xl.core.tensors import batches_by_length
+from xl.core.text import listed
 from xl.data import corpus, languages as langs
 from xl.models import registry
 from xl.models.encoder import locate, quiet_transformers, weights_checksum
@@ -203,11 +204,6 @@ def against_baseline(quality: pd.DataFrame, margin: float = 1.0) -> pd.DataFrame
         chrf=("chrf", "mean"), gap=("gap", "mean")).round(1)
 
 
-def _listed(names: list[str]) -> str:
-    """'a', 'a and b', 'a, b and c'."""
-    return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
-
-
 def verdict(quality: pd.DataFrame, margin: float = 1.0) -> str:
     """One sentence: which models translate (beat the baseline) in how many of their directions."""
     table = against_baseline(quality, margin)
@@ -215,10 +211,10 @@ def verdict(quality: pd.DataFrame, margin: float = 1.0) -> str:
     learned = table.index[table.beat_baseline == table.directions].tolist()
     none = table.index[table.beat_baseline == 0].tolist()
     one = len(learned) == 1
-    summary = (f" Only {_listed(learned)} translate{'s' if one else ''} in every direction "
+    summary = (f" Only {listed(learned)} translate{'s' if one else ''} in every direction "
                f"{'it was' if one else 'they were'} trained on." if learned and none else "")
     if none:
-        summary += f" {_listed(none)} beat{'s' if len(none) == 1 else ''} the baseline nowhere: " \
+        summary += f" {listed(none)} beat{'s' if len(none) == 1 else ''} the baseline nowhere: " \
                    "fluent target-language text that ignores the source."
     return f"Directions where chrF beats the source-blind baseline by more than {margin:g} point: " \
            f"{'; '.join(parts)}.{summary}"

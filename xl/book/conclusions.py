@@ -17,6 +17,7 @@ from xl.analysis import source_dependence, verdict
 from xl.core import paths
 from xl.core.presets import PRESETS
 from xl.core.results import Store
+from xl.core.text import listed
 
 FINDINGS = {
     "alignment": "MT (continued) training does not make representations more aligned across languages "
@@ -31,6 +32,10 @@ PAPER_SIGN = {"alignment": -1, "separability": 1, "scaling": 1, "transfer": -1}
 EVIDENCE = {"alignment": "similarity_evidence", "separability": "similarity_evidence",
             "scaling": "svd_evidence", "transfer": "transfer_evidence"}
 IGNORING_GATE, UNGATED = "_ignoring_gate", ("difference", "ci_low", "ci_high", "verdict")
+# How the conclusions sentence (`at_scale`) says each verdict.
+SAID = {"agrees": "agrees with the paper on", "disagrees": "disagrees on",
+        "inconclusive": "cannot tell the families apart (the interval contains 0) on", "not tested": "does not test",
+        "not run": "has not run"}
 COLUMNS = ["finding", "paper", "measure", "LM", "MT/CP", *verdict.COLUMNS, *(k + IGNORING_GATE for k in UNGATED)]
 
 
@@ -63,6 +68,15 @@ def verdicts(preset: str) -> pd.DataFrame:
         else:
             rows.append({"finding": finding, "paper": FINDINGS[finding], "verdict": "not run"})
     return pd.DataFrame(rows).reindex(columns=COLUMNS).assign(preset=preset)
+
+
+def at_scale(run: pd.DataFrame, preset: str) -> str:
+    """One sentence: how a preset's verdicts (`verdicts`) side with the paper, finding by finding."""
+    said = {v: list(run.finding[run.verdict == v]) for v in SAID}
+    agree = said.pop("agrees")
+    parts = [f"agrees with the paper on {len(agree)} of {len(run)} findings" + (f" ({listed(agree)})" if agree else "")]
+    parts += [f"{SAID[kind]} {listed(findings)}" for kind, findings in said.items() if findings]
+    return f"**At the {preset} scale**, this run " + "; ".join(parts) + "."
 
 
 def scales_run() -> list[str]:
