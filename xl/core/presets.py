@@ -111,8 +111,8 @@ KEYS: dict[str, Key] = dict(
     # (0.09-0.11 nats over en, de, fr); a masked decoder input, one decoder layer, sinusoidally initialised
     # positions or batches of 8 did not lift it there. Only steps did: over en, de, fr 3,000 reached 0.44-0.49
     # nats (3,000 of 16 and 6,000 of 8 alike), 4,000 0.50-0.59 (en-fr 0.497: just short), 6,000 0.86-0.97.
-    # Trained in one process while the other trains lab-dae and the models continuing it, 5,000 adds about a
-    # minute to the chapter (issue 13's experiments)
+    # 5,000 passes (0.71-0.77) and costs the lab book about 6 minutes on 2 cores (the models chapter took 27.2
+    # instead of 21.0 in a slow spell): `train_steps={mt: 1200}` for the shorter book (issue 13's experiments)
     train_steps=Key({"mlm": 1200, "dae": 800, "cp": 1200, "mt": 5000}, dict,
                     "training steps per objective (xl.models.registry.STEPS_OF)", POSITIVE, item=int,
                     keys=one_of(*dict.fromkeys(STEPS_OF.values()))),
