@@ -86,7 +86,7 @@ def test_verdicts_come_from_the_chapters_evidence(book_root):
     assert table.loc["transfer", "verdict"] == "not run" and table.loc["scaling", "verdict"] == "not run"
     assert table.loc["alignment", "LM"] == pytest.approx(0.6) and table.loc["alignment", "MT/CP"] == pytest.approx(0.4)
     assert conclusions.scales_run() == ["smoke"]
-    assert conclusions.at_scale(table.reset_index(), "smoke") == (
+    assert conclusions.at_scale(table, "smoke") == (
         "**At the smoke scale**, this run agrees with the paper on 1 of 4 findings (alignment); disagrees on "
         "separability; has not run scaling and transfer.")
 

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 from xl.analysis import translation
 from xl.core import presets, workers
-from xl.core.tensors import batches_by_length
 from xl.core.results import Store
+from xl.core.tensors import batches_by_length
 from xl.data import languages as langs
 from xl.models import registry
 from xl.training.objectives import IGNORE

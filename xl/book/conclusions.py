@@ -71,8 +71,8 @@ def verdicts(preset: str) -> pd.DataFrame:
 
 
 def at_scale(run: pd.DataFrame, preset: str) -> str:
-    """One sentence: how a preset's verdicts (`verdicts`) side with the paper, finding by finding."""
-    said = {v: list(run.finding[run.verdict == v]) for v in SAID}
+    """One sentence: how a preset's verdicts (`verdicts`, indexed by finding) side with the paper."""
+    said = {v: list(run.index[run.verdict == v]) for v in SAID}
     agree = said.pop("agrees")
     parts = [f"agrees with the paper on {len(agree)} of {len(run)} findings" + (f" ({listed(agree)})" if agree else "")]
     parts += [f"{SAID[kind]} {listed(findings)}" for kind, findings in said.items() if findings]
