@@ -147,6 +147,17 @@ def test_mlm_mask_predicts_the_given_fraction_split_80_10_10():
     assert shown_as_mask == pytest.approx(0.8, abs=0.02) and unchanged == pytest.approx(0.1, abs=0.02)
 
 
+def _losses_and_grads(model, batch, views):
+    """(loss, gradients) of `batch` through each of `views` of `model`."""
+    out = []
+    for view in views:
+        model.zero_grad()
+        loss = view(**batch).loss
+        loss.backward()
+        out.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    return out
+
+
 def test_masked_positions_only_has_the_loss_and_gradients_of_the_full_head(cfg):
     tok = tokenizer.xlmr_tokenizer(cfg)
     torch.manual_seed(0)
@@ -154,14 +165,30 @@ def test_masked_positions_only_has_the_loss_and_gradients_of_the_full_head(cfg):
     texts, text_langs = training.monolingual(cfg)
     batch = objectives.MonolingualTask("mlm", tok, texts[:64], text_langs[:64], steps=1, batch_size=8,
                                        max_length=32, seed=0).batch(0)
-    grads = []
-    for loss in (model(**batch).loss, training.MaskedPositionsOnly(model)(**batch).loss):
-        model.zero_grad()
-        loss.backward()
-        grads.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
-    (full, full_grads), (masked, masked_grads) = grads
+    view = training.at_labels(model)
+    assert isinstance(view, training.MaskedPositionsOnly) and training.unwrap(view) is model
+    (full, full_grads), (masked, masked_grads) = _losses_and_grads(model, batch, [model, view])
     assert masked == pytest.approx(full, rel=1e-5) and full > 1
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full_grads, masked_grads, strict=True))
+
+
+def test_target_positions_only_has_the_loss_and_gradients_of_the_full_head(cfg, mtok):
+    model = tiny_mbart(cfg, mtok)
+    par = training.parallel_train(cfg).head(40)
+    batch = objectives.TranslationTask(mtok, par, [("de", "en"), ("en", "zh")], steps=2, batch_size=8,
+                                       max_length=32, seed=0).batch(1)
+    assert (batch["labels"] == objectives.IGNORE).any()  # padding the view leaves out
+    view = training.at_labels(model)
+    assert isinstance(view, training.TargetPositionsOnly) and training.unwrap(view) is model
+    (full, full_grads), (targets, target_grads) = _losses_and_grads(model, batch, [model, view])
+    assert targets == pytest.approx(full, rel=1e-5) and full > 1
+    assert len(target_grads) == len(full_grads)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full_grads, target_grads, strict=True))
+
+
+def test_at_labels_leaves_other_models_as_they_are():
+    other = torch.nn.Linear(2, 2)
+    assert training.at_labels(other) is other and training.unwrap(other) is other
 
 
 @pytest.mark.fault

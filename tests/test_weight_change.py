@@ -172,7 +172,7 @@ def test_initial_model_is_what_training_starts_from(monkeypatch, cfg, name):
     seen = {}
 
     def fit(model, *args, **kwargs):
-        inner = model.mlm if isinstance(model, lab.MaskedPositionsOnly) else model
+        inner = lab.unwrap(model)
         seen.update({k: v.clone() for k, v in inner.state_dict().items()})
         raise Started
 

@@ -29,11 +29,12 @@ from xl.training.continued import continue_pretraining, hub_parallel
 from xl.training.lab import (ARCH_KEYS, DROPOUT, SUMMARY_COLUMNS, TRAIN_KEYS, VERSION, digest_of, lab_model,
                              longer_training, mbart_config, monolingual, parallel_train, steps_of, train_lab_models,
                              training_log, translation_languages, xlmr_config)
-from xl.training.loop import MaskedPositionsOnly, fit
+from xl.training.loop import MaskedPositionsOnly, TargetPositionsOnly, at_labels, fit, unwrap
 
 __all__ = ["MBartForConditionalGeneration", "XLMRobertaForMaskedLM",
            "MARKER", "checkpoint_path", "is_trained", "leftovers", "marker", "save",
            "continue_pretraining", "hub_parallel",
            "ARCH_KEYS", "DROPOUT", "SUMMARY_COLUMNS", "TRAIN_KEYS", "VERSION", "digest_of", "lab_model",
            "longer_training", "mbart_config", "monolingual", "parallel_train", "steps_of", "train_lab_models",
-           "training_log", "translation_languages", "xlmr_config", "MaskedPositionsOnly", "fit"]
+           "training_log", "translation_languages", "xlmr_config", "MaskedPositionsOnly", "TargetPositionsOnly", "at_labels",
+           "fit", "unwrap"]

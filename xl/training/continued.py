@@ -14,7 +14,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from xl.core import hub, io, presets
 from xl.core.errors import XLError
 from xl.models.store import checkpoint_path, is_trained, marker
-from xl.training.loop import VERSION, finish, fit, set_generation
+from xl.training.loop import VERSION, at_labels, finish, fit, set_generation, unwrap
 from xl.training.objectives import TranslationTask, directions
 
 PAPER = presets.config("paper")
@@ -61,10 +61,10 @@ def continue_pretraining(base: str | os.PathLike, parallel, kind: str | list, ou
     model = AutoModelForSeq2SeqLM.from_pretrained(base_id)
     set_generation(model, tok, max_length)
     task = TranslationTask(tok, parallel, dirs, steps=steps, batch_size=batch_size, max_length=max_length, seed=seed)
-    model, log = fit(model, task, steps, lr=lr, warmup=warmup, seed=seed, digest=digest,
-                     checkpoint=checkpoint_path(out_dir), checkpoint_every=checkpoint_every,
-                     log_every=cfg.get("train_log_every") or 10, desc=name or out_dir.name)
-    return finish(model, tok, out_dir, digest, log, time.perf_counter() - start,
+    fitted, log = fit(at_labels(model), task, steps, lr=lr, warmup=warmup, seed=seed, digest=digest,
+                      checkpoint=checkpoint_path(out_dir), checkpoint_every=checkpoint_every,
+                      log_every=cfg.get("train_log_every") or 10, desc=name or out_dir.name)
+    return finish(unwrap(fitted), tok, out_dir, digest, log, time.perf_counter() - start,
                   {"name": name or out_dir.name, "objective": "cp", "base": base_id,
                    "directions": kind if isinstance(kind, str) else [list(d) for d in dirs],
                    "steps": steps, "batch_size": batch_size})

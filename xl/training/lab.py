@@ -21,7 +21,7 @@ from xl.models import registry
 from xl.models import tokenizer as lab_tokenizer
 from xl.models.store import checkpoint_path, is_trained, marker
 from xl.training.continued import continue_pretraining
-from xl.training.loop import VERSION, MaskedPositionsOnly, finish, fit, set_generation
+from xl.training.loop import VERSION, at_labels, finish, fit, set_generation, unwrap
 from xl.training.objectives import MLM_MASK, MonolingualTask, TranslationTask, directions
 
 ARCH_KEYS = ["model_dim", "model_layers", "model_decoder_layers", "model_ffn", "model_heads", "model_max_length"]
@@ -204,11 +204,11 @@ def lab_model(name: str, cfg: dict | str = "lab", force: bool = False) -> Path:
         model, tok, task = _continued_denoising(lab_model(base, cfg), cfg, common)
     else:
         model, tok, task = _new_model(objective, kind, cfg, common)
-    trained, log = fit(MaskedPositionsOnly(model) if objective == "mlm" else model, task, steps, lr=lr,
-                       warmup=cfg["train_warmup"], seed=cfg["seed"], digest=digest,
-                       checkpoint=checkpoint_path(out_dir), checkpoint_every=cfg.get("train_checkpoint_every") or 0,
-                       log_every=cfg.get("train_log_every") or 10, desc=name)
-    model = trained.mlm if objective == "mlm" else trained
+    fitted, log = fit(at_labels(model), task, steps, lr=lr, warmup=cfg["train_warmup"], seed=cfg["seed"],
+                      digest=digest, checkpoint=checkpoint_path(out_dir),
+                      checkpoint_every=cfg.get("train_checkpoint_every") or 0,
+                      log_every=cfg.get("train_log_every") or 10, desc=name)
+    model = unwrap(fitted)
     return finish(model, tok, out_dir, digest, log, time.perf_counter() - start,
                   {"name": name, "objective": objective, "directions": kind, "steps": steps,
                    "batch_size": common["batch_size"]})
