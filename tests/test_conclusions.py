@@ -104,3 +104,26 @@ def test_models_that_fail_the_source_gate_are_left_out(book_root):
     none = conclusions.verdicts("smoke").set_index("finding")
     assert none.loc["alignment", "verdict"] == "not tested" and "lab-m2m, lab-mt fail" in none.loc["alignment", "measure"]
     assert none.loc["alignment", "verdict_ignoring_gate"] == "disagrees"  # MT (0.4 + 0.9) / 2 above the LMs' 0.6
+
+
+def test_what_did_not_work_is_read_from_the_tables(book_root):
+    store = Store("smoke")
+    est, boot = measured(lm=0.6, mt=0.4)
+    est["lab-mt"] = 0.9  # fails the gate, and would flip the alignment verdict
+    store.write("similarity_evidence", verdict.evidence("alignment", "CKA", est, boot.assign(**{"lab-mt": 0.9})))
+    gate = pd.DataFrame({"model": ["lab-m2m", "lab-mt"], "passes_gate": [True, False], "min_gap": [0.8, 0.31],
+                         "min_margin": [4.0, -1.5]})
+    store.write("gate", gate)
+    said = conclusions.did_not_work(conclusions.verdicts("smoke"), "smoke")
+    assert "1 of 2 models trained with MT fail" in said
+    assert "lab-mt: a same-length wrong source costs only 0.31 nats per piece and chrF falls 1.5 below" in said
+    assert "the MT/CP side of the verdicts above is lab-m2m alone" in said
+    assert "the same rule would say: alignment *disagrees*." in said  # 'not run' findings are not listed there
+    assert "Findings left undecided at this scale: " not in said  # none is 'not tested'
+    store.write("gate", gate.assign(passes_gate=True))
+    passing = conclusions.did_not_work(conclusions.verdicts("smoke"), "smoke")
+    assert "fail the" not in passing and "What the gate changes" not in passing
+    store.write("gate", gate.assign(passes_gate=False))
+    none = conclusions.did_not_work(conclusions.verdicts("smoke"), "smoke")
+    assert "Every finding that needs them is *not tested*" in none
+    assert "Findings left undecided at this scale: alignment." in none

@@ -79,6 +79,50 @@ def at_scale(run: pd.DataFrame, preset: str) -> str:
     return f"**At the {preset} scale**, this run " + "; ".join(parts) + "."
 
 
+def did_not_work(table: pd.DataFrame, preset: str) -> str:
+    """'What did not work' at `preset`, as markdown bullets read from its tables (`table`: the `verdicts`
+    of one or more presets): the MT models that fail the gate, the measures at floor, what the gate
+    changes, the findings left undecided."""
+    run = table[table.preset == preset].set_index("finding")
+    store = Store(preset)
+    gate = store.read("gate") if store.exists("gate") else None
+    failing = gate[~gate.passes_gate.astype(bool)] if gate is not None else gate
+    lines = [_failing_gate(failing, gate)] if failing is not None and len(failing) else []
+    lines += [f"- **{finding}**: {measure}." for finding, measure in run.measure.dropna().items()
+              if "at floor" in measure]
+    lines += _gate_changes(run, failing)
+    untested = list(run.index[run.verdict == "not tested"])
+    if untested:
+        lines.append(f"- Findings left undecided at this scale: {listed(untested)}.")
+    return "\n".join(lines) if lines else "Every measure of this run could be decided."
+
+
+def _failing_gate(failing: pd.DataFrame, gate: pd.DataFrame) -> str:
+    passing = gate.model[gate.passes_gate.astype(bool)]
+    why = "; ".join(f"{r.model}: {' and '.join(source_dependence.shortfalls(r))}" for r in failing.itertuples())
+    return (f"- **MT models that fail the gate.** {len(failing)} of {len(gate)} models trained with MT fail the "
+            f"models chapter's source-dependence gate, which asks that a same-length wrong source cost at least "
+            f"{source_dependence.MIN_GAP} nats per piece and that chrF beat the source-blind baseline by "
+            f"{source_dependence.MIN_CHRF_MARGIN:.0f} points in every direction ({why}, in the weakest direction). "
+            + (f"They are left out of every finding: the MT/CP side of the verdicts above is {listed(list(passing))} "
+               f"alone." if len(passing) else "Every finding that needs them is *not tested*, not decided."))
+
+
+def _gate_changes(run: pd.DataFrame, failing: pd.DataFrame | None) -> list[str]:
+    """A bullet on the verdicts that counting the failing models as MT models would change (none without them)."""
+    if failing is None or failing.empty:
+        return []
+    changed = run[run.verdict_ignoring_gate.notna() & (run.verdict != run.verdict_ignoring_gate)]
+    if changed.empty:
+        return ["- **What the gate changes.** Counting the models that fail it as MT models anyway would not "
+                "change any verdict (the differences with them are in the table above)."]
+    return ["- **What the gate changes.** Counting the models that fail it as MT models anyway (as a book "
+            "without the gate would), the same rule would say: "
+            + "; ".join(f"{f} *{v}*" for f, v in changed.verdict_ignoring_gate.items())
+            + ". Those verdicts count models that did not learn to translate as evidence about the MT "
+            "objective; they are shown so that the reader sees what the gate changes."]
+
+
 def scales_run() -> list[str]:
     """The presets that have results on this machine, in the order smoke, lab, paper."""
     base = paths.results_dir("lab").parent
