@@ -9,7 +9,6 @@ from tqdm.auto import tqdm
 
 from xl import training
 from xl.analysis import bootstrap, length, separability, similarity, svd
-from xl.core import workers
 from xl.core.errors import XLError
 from xl.data import corpus
 from xl.models import registry
@@ -52,14 +51,8 @@ def representations(name: str, cfg: dict, sents: pd.DataFrame, final_norm: bool 
 
 def all_representations(cfg: dict, sents: pd.DataFrame, names=None, final_norm: bool = FINAL_NORM
                         ) -> dict[str, np.ndarray]:
-    """{model label: `representations`}, one model per worker process (`train_workers`, as the models are
-    trained and scored: 1 in the paper preset, whose models share a GPU)."""
     names = list(names or cfg["models"])
-    # lab models not trained yet are trained here first (bases once), not by two workers at once
-    training.train_lab_models(cfg, [n for n in names if registry.is_lab(n)], write=False)
-    reps = workers.map_in_processes(representations, names, cfg["train_workers"], cfg, sents, final_norm,
-                                    desc="representations")
-    return dict(zip(map(registry.label, names), reps))
+    return {registry.label(n): representations(n, cfg, sents, final_norm) for n in tqdm(names, desc="representations")}
 
 
 def has_final_norm(name: str, cfg: dict) -> bool:
