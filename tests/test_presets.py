@@ -14,7 +14,8 @@ SMOKE = dict(
     languages=["en", "de", "ru", "zh"], books=[1, 19, 43], vocab_size=2000, tokenizer_verses_per_language=2000,
     analysis_verses=64, bootstrap_replicates=20, flores_dir=None, models=LAB_MODELS, seed=0,
     model_dim=32, model_layers=2, model_decoder_layers=1, model_ffn=64, model_heads=2, model_max_length=32,
-    train_batch=8, train_mt_batch=8, train_lr=0.001, train_mt_lr=0.001, train_warmup=0.1, train_steps={"mlm": 10, "dae": 10, "cp": 10, "mt": 10}, train_steps_on_gpu=None,
+    train_batch=8, train_mt_batch=8, train_lr=0.001, train_mt_lr=0.001, train_warmup=0.1, train_steps={"mlm": 10, "dae": 10, "cp": 10, "mt": 10}, train_mt_short_first=32,
+    train_steps_on_gpu=None,
     train_checkpoint_every=5, train_log_every=2, train_workers=1, mt_languages=None, mt_eval_verses=8, mt_eval_pairs=PAIRS,
     transfer_tasks=["genre", "xref", "retrieval"], transfer_seeds=[0], transfer_train_size=64,
     transfer_dev_size=32, transfer_eval_size=32, transfer_epochs=1, transfer_lr=0.001, transfer_batch_size=16,
@@ -25,7 +26,8 @@ LAB = dict(
     vocab_size=8000, tokenizer_verses_per_language=12000, analysis_verses=1000, bootstrap_replicates=200, flores_dir=None,
     models=LAB_MODELS, seed=0,
     model_dim=128, model_layers=4, model_decoder_layers=2, model_ffn=512, model_heads=4, model_max_length=96,
-    train_batch=32, train_mt_batch=16, train_lr=0.001, train_mt_lr=0.002, train_warmup=0.06, train_steps={"mlm": 1200, "dae": 800, "cp": 1200, "mt": 5000}, train_steps_on_gpu=None,
+    train_batch=32, train_mt_batch=16, train_lr=0.001, train_mt_lr=0.002, train_warmup=0.06, train_steps={"mlm": 1200, "dae": 800, "cp": 1200, "mt": 4000}, train_mt_short_first=32,
+    train_steps_on_gpu=None,
     train_checkpoint_every=200, train_log_every=10, train_workers=2, mt_languages=["en", "de", "fr"], mt_eval_verses=100, mt_eval_pairs=PAIRS,
     transfer_tasks=["genre", "xref", "retrieval"], transfer_seeds=[0, 1, 2], transfer_train_size=400,
     transfer_dev_size=150, transfer_eval_size=400, transfer_epochs=3, transfer_lr=0.001, transfer_batch_size=8,
@@ -38,7 +40,8 @@ PAPER = dict(
             "facebook/nllb-200-distilled-600M", "facebook/mbart-large-50-many-to-many-mmt",
             "facebook/mbart-large-50-many-to-one-mmt", "facebook/mbart-large-50-one-to-many-mmt"], seed=0,
     model_dim=None, model_layers=None, model_decoder_layers=None, model_ffn=None, model_heads=None,
-    model_max_length=128, train_batch=16, train_mt_batch=16, train_lr=3e-05, train_mt_lr=3e-05, train_warmup=0.1, train_steps={"cp": 2000}, train_steps_on_gpu=None,
+    model_max_length=128, train_batch=16, train_mt_batch=16, train_lr=3e-05, train_mt_lr=3e-05, train_warmup=0.1, train_steps={"cp": 2000}, train_mt_short_first=None,
+    train_steps_on_gpu=None,
     train_checkpoint_every=500, train_log_every=50, train_workers=1, mt_languages=None, mt_eval_verses=200, mt_eval_pairs=PAIRS,
     transfer_tasks=["NC", "XNLI", "PAWS-X", "QAM", "QADSM", "WPR", "NER", "POS"], transfer_seeds=[0, 1, 2],
     transfer_train_size=None, transfer_dev_size=None, transfer_eval_size=None, transfer_epochs=3,
@@ -103,7 +106,7 @@ def test_overrides_are_checked_and_none_sets_none_where_a_key_allows_it():
     assert presets.config("paper", transfer_train_size=100)["transfer_train_size"] == 100
     # a dict changes the entries it names only (`-p 'train_steps={cp: 1800}'`), checked as a whole
     assert presets.config("lab", train_steps={"cp": 1800})["train_steps"] == {"mlm": 1200, "dae": 800, "cp": 1800,
-                                                                              "mt": 5000}
+                                                                              "mt": 4000}
     assert presets.config("lab", train_steps_on_gpu={"mt": 6000})["train_steps_on_gpu"] == {"mt": 6000}
     with pytest.raises(XLError, match="train_steps"):
         presets.config("lab", train_steps={"cp": 0})

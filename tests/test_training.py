@@ -462,3 +462,34 @@ def test_workers_start_each_model_when_its_base_is_done(monkeypatch):
     at = {event: i for i, event in enumerate(events)}
     assert at[("end", "lab-dae")] < at[("start", "lab-m2o")] < at[("end", "lab-mlm")]  # no barrier after the bases
     assert at[("end", "lab-dae")] < at[("start", "lab-dae-cont")]
+
+
+# ---------------------------------------------------------------- short verses first (lab-mt)
+
+def test_short_pairs_keeps_the_verses_that_fit(mtok):
+    corpus = pd.DataFrame({"en": ["In the beginning", "a " * 40, None], "de": ["Am Anfang", "Und", "Gott"]})
+    short = objectives.short_pairs(corpus, mtok, 12)
+    lengths = {lang: [len(x) + 2 for x in mtok([str(t) for t in corpus[lang]], add_special_tokens=False)["input_ids"]]
+               for lang in corpus}
+    assert lengths["en"][0] <= 12 < lengths["en"][1]
+    assert short.en[0] == "In the beginning" and short.en[1:].isna().all()  # too long; missing stays missing
+    assert short.de.tolist() == corpus.de.tolist()
+    with pytest.raises(XLError, match="no sentence pair"):  # no en-de pair with both sides short
+        objectives.TranslationTask(mtok, objectives.short_pairs(corpus, mtok, 3), [("en", "de")], steps=1,
+                                   batch_size=2, max_length=32, seed=0)
+
+
+def test_lab_mt_reads_short_verses_first_then_the_plain_schedule(cfg, mtok):
+    common = dict(steps=10, batch_size=4, max_length=cfg["model_max_length"], seed=0)
+    _, tok, task = lab._new_model("mt", "m2m", {**cfg, "train_mt_short_first": 20}, common)
+    assert isinstance(task, objectives.ShortFirst) and len(task) == 10 and len(task.short) == 5
+    _, _, plain = lab._new_model("mt", "m2m", {**cfg, "train_mt_short_first": None}, common)
+    assert isinstance(plain, objectives.TranslationTask)
+    for step in range(5):  # every side of the first half fits in 20 pieces: the code, the verse, </s>
+        b = task.batch(step)
+        assert (b["attention_mask"].sum(1) <= 20).all() and ((b["labels"] != objectives.IGNORE).sum(1) <= 20).all()
+    assert max(plain.batch(s)["attention_mask"].sum(1).max() for s in range(5)) > 20  # the plain schedule's are not
+    for step in range(5, 10):
+        assert all(torch.equal(task.batch(step)[k], plain.batch(step)[k]) for k in plain.batch(step))
+    assert lab.digest_of("lab-mt", {**cfg, "train_mt_short_first": 20}) != lab.digest_of("lab-mt", cfg)
+    assert lab.digest_of("lab-m2m", {**cfg, "train_mt_short_first": 20}) == lab.digest_of("lab-m2m", cfg)

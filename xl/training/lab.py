@@ -22,7 +22,8 @@ from xl.models import tokenizer as lab_tokenizer
 from xl.models.store import checkpoint_path, is_trained, marker
 from xl.training.continued import continue_pretraining
 from xl.training.loop import VERSION, at_labels, finish, fit, set_generation, unwrap
-from xl.training.objectives import MLM_MASK, MonolingualTask, TranslationTask, directions
+from xl.training.objectives import (MLM_MASK, MonolingualTask, ShortFirst, TranslationTask, directions,
+                                   short_pairs)
 
 ARCH_KEYS = ["model_dim", "model_layers", "model_decoder_layers", "model_ffn", "model_heads", "model_max_length"]
 TRAIN_KEYS = ["train_warmup", "seed"]  # every objective's; its batch and learning rate: batch_of, lr_of
@@ -81,6 +82,8 @@ def digest_of(name: str, cfg: dict) -> str:
              batch_of(objective, cfg), lr_of(objective, cfg)]
     if objective == "mlm":
         parts.append(MLM_MASK)
+    if objective == "mt":
+        parts.append(cfg.get("train_mt_short_first"))
     narrowed = narrowed_languages(objective, cfg)
     if narrowed:  # only where mt_languages narrows them
         parts.append(narrowed)
@@ -169,8 +172,15 @@ def _new_model(objective: str, kind: str | None, cfg: dict, common: dict):
         return model, tok, MonolingualTask("mlm", tok, *monolingual(cfg), **common)
     if objective == "dae":
         return model, tok, MonolingualTask("dae", tok, *monolingual(cfg), **common)
-    return model, tok, TranslationTask(tok, parallel_train(cfg), directions(kind, translation_languages(cfg)),
-                                       **common)
+    pairs, dirs = parallel_train(cfg), directions(kind, translation_languages(cfg))
+    full = TranslationTask(tok, pairs, dirs, **common)
+    pieces = cfg.get("train_mt_short_first")
+    if not pieces or common["steps"] < 2:
+        return model, tok, full
+    # the first half of the steps on short verses: from scratch, it reads its source sooner (issue 13)
+    short = TranslationTask(tok, short_pairs(pairs, tok, pieces), dirs,
+                            **{**common, "steps": common["steps"] // 2, "seed": common["seed"] + 1})
+    return model, tok, ShortFirst(short, full)
 
 
 def _continued_denoising(base: Path, cfg: dict, common: dict):

@@ -228,3 +228,32 @@ class TranslationTask:
         tgt = [[self.codes[self.examples[i][1]]] + self.tgt[i] + [eos] for i in rows]
         input_ids = pad(src, padding)
         return {"input_ids": input_ids, "attention_mask": (input_ids != padding).long(), "labels": pad(tgt, IGNORE)}
+
+
+def short_pairs(corpus: pd.DataFrame, tokenizer, pieces: int) -> pd.DataFrame:
+    """`corpus` (one column per language, aligned rows) with NaN where a verse is longer than `pieces`
+    (its language code and </s> included, before truncation): a direction then draws only rows whose
+    two sides are short."""
+    out = corpus.copy()
+    for lang in corpus.columns:
+        present = corpus[lang].notna().to_numpy()
+        ids = tokenizer([str(t) for t in corpus[lang]], add_special_tokens=False)["input_ids"]
+        fits = np.array([len(x) + 2 <= pieces for x in ids], dtype=bool)
+        out[lang] = corpus[lang].where(present & fits)
+    return out
+
+
+class ShortFirst:
+    """A translation schedule with short verses first: batches of `short` for its steps, then those of
+    `full` from that step on (its first batches unused: later steps see the plain schedule's data)."""
+
+    def __init__(self, short: TranslationTask, full: TranslationTask):
+        if len(short) >= len(full):
+            raise XLError(f"short verses first needs fewer short steps ({len(short)}) than steps ({len(full)})")
+        self.short, self.full = short, full
+
+    def __len__(self):
+        return len(self.full)
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        return self.short.batch(step) if step < len(self.short) else self.full.batch(step)
