@@ -36,5 +36,5 @@ __all__ = ["MBartForConditionalGeneration", "XLMRobertaForMaskedLM",
            "continue_pretraining", "hub_parallel",
            "ARCH_KEYS", "DROPOUT", "SUMMARY_COLUMNS", "TRAIN_KEYS", "VERSION", "digest_of", "lab_model",
            "longer_training", "mbart_config", "monolingual", "parallel_train", "steps_of", "train_lab_models",
-           "training_log", "translation_languages", "xlmr_config", "MaskedPositionsOnly", "TargetPositionsOnly", "at_labels",
-           "fit", "unwrap"]
+           "training_log", "translation_languages", "xlmr_config",
+           "MaskedPositionsOnly", "TargetPositionsOnly", "at_labels", "fit", "unwrap"]
