@@ -85,12 +85,12 @@ def did_not_work(table: pd.DataFrame, preset: str) -> str:
     changes, the findings left undecided."""
     run = table[table.preset == preset].set_index("finding")
     store = Store(preset)
-    gate = store.read("gate") if store.exists("gate") else None
-    failing = gate[~gate.passes_gate.astype(bool)] if gate is not None else gate
-    lines = [_failing_gate(failing, gate)] if failing is not None and len(failing) else []
+    gate = store.read("gate") if store.exists("gate") else pd.DataFrame(columns=["model", "passes_gate"])
+    failing = gate[~gate.passes_gate.astype(bool)]
+    lines = [_failing_gate(failing, gate)] if len(failing) else []
     lines += [f"- **{finding}**: {measure}." for finding, measure in run.measure.dropna().items()
               if "at floor" in measure]
-    lines += _gate_changes(run, failing)
+    lines += _gate_changes(run) if len(failing) else []
     untested = list(run.index[run.verdict == "not tested"])
     if untested:
         lines.append(f"- Findings left undecided at this scale: {listed(untested)}.")
@@ -108,10 +108,8 @@ def _failing_gate(failing: pd.DataFrame, gate: pd.DataFrame) -> str:
                f"alone." if len(passing) else "Every finding that needs them is *not tested*, not decided."))
 
 
-def _gate_changes(run: pd.DataFrame, failing: pd.DataFrame | None) -> list[str]:
-    """A bullet on the verdicts that counting the failing models as MT models would change (none without them)."""
-    if failing is None or failing.empty:
-        return []
+def _gate_changes(run: pd.DataFrame) -> list[str]:
+    """A bullet on the verdicts that counting the models that fail the gate as MT models would change."""
     changed = run[run.verdict_ignoring_gate.notna() & (run.verdict != run.verdict_ignoring_gate)]
     if changed.empty:
         return ["- **What the gate changes.** Counting the models that fail it as MT models anyway would not "
