@@ -464,7 +464,7 @@ def test_workers_start_each_model_when_its_base_is_done(monkeypatch):
     assert at[("end", "lab-dae")] < at[("start", "lab-dae-cont")]
 
 
-# ---------------------------------------------------------------- short verses first (lab-mt)
+# ---------------------------------------------------------------- short verses first (the translation schedule)
 
 def test_short_pairs_keeps_the_verses_that_fit(mtok):
     corpus = pd.DataFrame({"en": ["In the beginning", "a " * 40, None], "de": ["Am Anfang", "Und", "Gott"]})
@@ -492,5 +492,39 @@ def test_lab_mt_reads_short_verses_first_then_the_plain_schedule(cfg, mtok):
     for step in range(5, 10):
         ours, theirs = task.batch(step), plain.batch(step)
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
-    assert lab.digest_of("lab-mt", {**cfg, "train_mt_short_first": 20}) != lab.digest_of("lab-mt", cfg)
-    assert lab.digest_of("lab-m2m", {**cfg, "train_mt_short_first": 20}) == lab.digest_of("lab-m2m", cfg)
+    for name in registry.LAB_MODELS:  # the translation schedule's models, not the language models
+        changed = lab.digest_of(name, {**cfg, "train_mt_short_first": 20}) != lab.digest_of(name, cfg)
+        assert changed == (name in ("lab-mt", "lab-m2m", "lab-m2o", "lab-o2m", "lab-dae-cont")), name
+
+
+class Captured(Exception):
+    pass
+
+
+def test_continued_models_and_their_control_read_short_verses_first(trained, cfg, monkeypatch):
+    """lab-m2m (xl.training.continue_pretraining) and its equal-compute control lab-dae-cont start as lab-mt
+    does: the first half of their steps on verses that fit in train_mt_short_first pieces, then the plain
+    schedule's batches. Their base (lab-dae) is trained already: `fit` is reached at once."""
+    tasks = {}
+
+    def capture(model, task, *a, **k):
+        tasks[key] = task
+        raise Captured
+
+    monkeypatch.setattr(lab, "fit", capture)
+    monkeypatch.setattr(continued, "fit", capture)
+    for key in [(name, pieces) for name in ("lab-m2m", "lab-dae-cont") for pieces in (20, None)]:
+        with pytest.raises(Captured):
+            training.lab_model(key[0], {**cfg, "train_mt_short_first": key[1]}, force=True)
+    for name in ("lab-m2m", "lab-dae-cont"):
+        task, plain = tasks[name, 20], tasks[name, None]
+        assert isinstance(task, objectives.ShortFirst) and not isinstance(plain, objectives.ShortFirst)
+        half = len(task.short)
+        assert len(task) == len(plain) == cfg["train_steps"]["cp"] and half == len(task) // 2
+        for step in range(half):
+            b = task.batch(step)
+            assert (b["attention_mask"].sum(1) <= 20).all() and ((b["labels"] != objectives.IGNORE).sum(1) <= 20).all()
+        assert max(plain.batch(s)["labels"].ne(objectives.IGNORE).sum(1).max() for s in range(half)) > 20
+        for step in range(half, len(task)):
+            ours, theirs = task.batch(step), plain.batch(step)
+            assert all(torch.equal(ours[k], theirs[k]) for k in theirs), (name, step)

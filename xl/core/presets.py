@@ -115,12 +115,16 @@ KEYS: dict[str, Key] = dict(
     # help (3,000 steps: 0.42-0.47). Short verses first did (train_mt_short_first): with the first half of the
     # steps on pairs of at most 32 pieces, 3,000 steps reached 0.47-0.55, 4,000 0.72-0.81 (chrF +3.8 to +8.8),
     # 4,500 0.71-0.82; and a short step costs about 0.6 of a full one. `train_steps={mt: 1200}` for the shorter
-    # book (lab-mt then fails the gate) (issue 13's experiments)
-    train_steps=Key({"mlm": 1200, "dae": 800, "cp": 1200, "mt": 4000}, dict,
+    # book (lab-mt then fails the gate). Short verses first helped the continued models too: lab-m2m in 1,200
+    # steps 0.65-0.75 nats (0.58-0.70 without), in 1,000 0.59-0.64 (chrF +2.4 to +8.6), lab-o2m in 1,000
+    # 0.76-0.79; 1,000 steps, a third cheaper than 1,200 plain, keep the lab book within 30 minutes
+    # (issue 13's experiments)
+    train_steps=Key({"mlm": 1200, "dae": 800, "cp": 1000, "mt": 4000}, dict,
                     "training steps per objective (xl.models.registry.STEPS_OF)", POSITIVE, item=int,
                     keys=one_of(*dict.fromkeys(STEPS_OF.values()))),
-    train_mt_short_first=Key(32, int, "translation from scratch (lab-mt): the first half of its steps on verse "
-                             "pairs whose two sides both fit in this many pieces (language code and </s> included)",
+    train_mt_short_first=Key(32, int, "translation (continued or from scratch) and its equal-compute control: the "
+                             "first half of their steps on verse pairs whose two sides both fit in this many pieces "
+                             "(language code and </s> included; the control: verses that fit)",
                              POSITIVE, none="no short verses first"),
     # opt-in only: by default a GPU trains the lab models exactly as a CPU does (reproducible results)
     train_steps_on_gpu=Key(None, dict, "training steps per objective used instead of train_steps when a CUDA GPU "

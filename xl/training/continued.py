@@ -14,6 +14,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from xl.core import hub, io, presets
 from xl.core.errors import XLError
 from xl.models.store import checkpoint_path, is_trained, marker
+from xl.training import objectives
 from xl.training.loop import VERSION, at_labels, finish, fit, set_generation, unwrap
 from xl.training.objectives import TranslationTask, directions
 
@@ -24,7 +25,7 @@ def continue_pretraining(base: str | os.PathLike, parallel, kind: str | list, ou
                          steps: int, batch_size: int, lr: float | None = None, warmup: float | None = None,
                          max_length: int = PAPER["model_max_length"], seed: int = PAPER["seed"],
                          cfg: dict | None = None, digest: str | None = None, name: str | None = None,
-                         languages=None, checkpoint_every: int | None = None) -> Path:
+                         languages=None, checkpoint_every: int | None = None, short_first: int | None = None) -> Path:
     """Continue training an mBART-like model (`base`: a local folder or a hub id such as
     `facebook/mbart-large-50`) with the translation objective and save it to `out_dir`.
 
@@ -33,7 +34,9 @@ def continue_pretraining(base: str | os.PathLike, parallel, kind: str | list, ou
     (configs `de-en`, rows {'translation': {'de': ..., 'en': ...}}), read with `hub_parallel`.
     kind: 'm2m', 'm2o', 'o2m' or an explicit list of (src, tgt) directions.
     lr, warmup: default to the preset's (cfg), else the paper preset's; checkpoint_every to the
-    preset's or 0 (none). Reuses `out_dir` if it was saved with the same digest; resumes from its checkpoint.
+    preset's or 0 (none). short_first: the first half of the steps on pairs whose two sides fit in this
+    many pieces (`xl.training.objectives.short_first`); None: the plain schedule.
+    Reuses `out_dir` if it was saved with the same digest; resumes from its checkpoint.
     """
     cfg = cfg or {}
     lr = lr if lr is not None else cfg.get("train_mt_lr", PAPER["train_mt_lr"])
@@ -53,14 +56,17 @@ def continue_pretraining(base: str | os.PathLike, parallel, kind: str | list, ou
     base_id = str(local.resolve()) if is_local else str(base)
     base_digest = (marker(local) or {}).get("digest") if is_local else None
     digest = digest or io.digest(VERSION, "cp", base_id, base_digest, dirs, steps, batch_size, lr, warmup,
-                                 max_length, seed, pd.util.hash_pandas_object(parallel, index=False).sum())
+                                 max_length, seed, pd.util.hash_pandas_object(parallel, index=False).sum(),
+                                 *([short_first] if short_first else []))
     if is_trained(out_dir, digest):
         return out_dir
     start = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(base_id)
     model = AutoModelForSeq2SeqLM.from_pretrained(base_id)
     set_generation(model, tok, max_length)
-    task = TranslationTask(tok, parallel, dirs, steps=steps, batch_size=batch_size, max_length=max_length, seed=seed)
+    task = objectives.short_first(
+        lambda pairs, n, s: TranslationTask(tok, pairs, dirs, steps=n, batch_size=batch_size, max_length=max_length,
+                                            seed=s), parallel, tok, short_first, steps, seed)
     fitted, log = fit(at_labels(model), task, steps, lr=lr, warmup=warmup, seed=seed, digest=digest,
                       checkpoint=checkpoint_path(out_dir), checkpoint_every=checkpoint_every,
                       log_every=cfg.get("train_log_every") or 10, desc=name or out_dir.name)

@@ -22,8 +22,7 @@ from xl.models import tokenizer as lab_tokenizer
 from xl.models.store import checkpoint_path, is_trained, marker
 from xl.training.continued import continue_pretraining
 from xl.training.loop import VERSION, at_labels, finish, fit, set_generation, unwrap
-from xl.training.objectives import (MLM_MASK, MonolingualTask, ShortFirst, TranslationTask, directions,
-                                   short_pairs)
+from xl.training.objectives import MLM_MASK, MonolingualTask, TranslationTask, directions, short_first
 
 ARCH_KEYS = ["model_dim", "model_layers", "model_decoder_layers", "model_ffn", "model_heads", "model_max_length"]
 TRAIN_KEYS = ["train_warmup", "seed"]  # every objective's; its batch and learning rate: batch_of, lr_of
@@ -82,7 +81,7 @@ def digest_of(name: str, cfg: dict) -> str:
              batch_of(objective, cfg), lr_of(objective, cfg)]
     if objective == "mlm":
         parts.append(MLM_MASK)
-    if objective == "mt":
+    if objective in TRANSLATION_SCHEDULE:
         parts.append(cfg.get("train_mt_short_first"))
     narrowed = narrowed_languages(objective, cfg)
     if narrowed:  # only where mt_languages narrows them
@@ -173,23 +172,24 @@ def _new_model(objective: str, kind: str | None, cfg: dict, common: dict):
     if objective == "dae":
         return model, tok, MonolingualTask("dae", tok, *monolingual(cfg), **common)
     pairs, dirs = parallel_train(cfg), directions(kind, translation_languages(cfg))
-    full = TranslationTask(tok, pairs, dirs, **common)
-    pieces = cfg.get("train_mt_short_first")
-    if not pieces or common["steps"] < 2:
-        return model, tok, full
-    # the first half of the steps on short verses: from scratch, it reads its source sooner (issue 13)
-    short = TranslationTask(tok, short_pairs(pairs, tok, pieces), dirs,
-                            **{**common, "steps": common["steps"] // 2, "seed": common["seed"] + 1})
-    return model, tok, ShortFirst(short, full)
+    return model, tok, short_first(
+        lambda verses, steps, seed: TranslationTask(tok, verses, dirs, **{**common, "steps": steps, "seed": seed}),
+        pairs, tok, cfg.get("train_mt_short_first"), common["steps"], common["seed"])
 
 
 def _continued_denoising(base: Path, cfg: dict, common: dict):
     """(model, tokenizer, task) of the equal-compute control: `base` denoising the CP models' verses (every
-    language of the parallel training verses) for as many steps of as many examples as they train."""
+    language of the parallel training verses) for as many steps of as many examples as they train, short
+    verses first as they do (a verse short in its own language)."""
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSeq2SeqLM.from_pretrained(base)
-    verses = parallel_train(cfg).melt(var_name="lang", value_name="text").dropna()
-    return model, tok, MonolingualTask("dae", tok, verses.text.tolist(), verses.lang.tolist(), **common)
+
+    def denoising(pairs, steps, seed):
+        verses = pairs.melt(var_name="lang", value_name="text").dropna()
+        return MonolingualTask("dae", tok, verses.text.tolist(), verses.lang.tolist(),
+                               **{**common, "steps": steps, "seed": seed})
+    return model, tok, short_first(denoising, parallel_train(cfg), tok, cfg.get("train_mt_short_first"),
+                                   common["steps"], common["seed"])
 
 
 def lab_model(name: str, cfg: dict | str = "lab", force: bool = False) -> Path:
@@ -207,7 +207,8 @@ def lab_model(name: str, cfg: dict | str = "lab", force: bool = False) -> Path:
     lr = lr_of(objective, cfg)
     if objective == "cp":
         return continue_pretraining(lab_model(base, cfg), parallel_train(cfg), kind, out_dir, cfg=cfg, lr=lr,
-                                    digest=digest, name=name, languages=translation_languages(cfg), **common)
+                                    digest=digest, name=name, languages=translation_languages(cfg),
+                                    short_first=cfg.get("train_mt_short_first"), **common)
     start = time.perf_counter()
     torch.manual_seed(cfg["seed"])
     if objective == "dae-cont":

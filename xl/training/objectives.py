@@ -244,10 +244,10 @@ def short_pairs(corpus: pd.DataFrame, tokenizer, pieces: int) -> pd.DataFrame:
 
 
 class ShortFirst:
-    """A translation schedule with short verses first: batches of `short` for its steps, then those of
-    `full` from that step on (its first batches unused: later steps see the plain schedule's data)."""
+    """A schedule with short verses first: batches of `short` for its steps, then those of `full` from
+    that step on (its first batches unused: later steps see the plain schedule's data)."""
 
-    def __init__(self, short: TranslationTask, full: TranslationTask):
+    def __init__(self, short, full):
         if len(short) >= len(full):
             raise XLError(f"short verses first needs fewer short steps ({len(short)}) than steps ({len(full)})")
         self.short, self.full = short, full
@@ -257,3 +257,12 @@ class ShortFirst:
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         return self.short.batch(step) if step < len(self.short) else self.full.batch(step)
+
+
+def short_first(make, corpus: pd.DataFrame, tokenizer, pieces: int | None, steps: int, seed: int):
+    """`make(corpus, steps, seed)`, a task of `steps` batches; with `pieces`, a ShortFirst whose first half
+    of the steps draws from `short_pairs(corpus, tokenizer, pieces)` (with seed + 1: other batches)."""
+    full = make(corpus, steps, seed)
+    if not pieces or steps < 2:
+        return full
+    return ShortFirst(make(short_pairs(corpus, tokenizer, pieces), steps // 2, seed + 1), full)
