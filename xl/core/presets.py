@@ -114,7 +114,7 @@ KEYS: dict[str, Key] = dict(
     # 5,000 passed (0.71-0.77) and cost the lab book about 6 minutes on 2 cores. A learning rate of 3e-3 did not
     # help (3,000 steps: 0.42-0.47). Short verses first did (train_mt_short_first): with the first half of the
     # steps on pairs of at most 32 pieces, 3,000 steps reached 0.47-0.55, 4,000 0.72-0.81 (chrF +3.8 to +8.8),
-    # 4,500 0.71-0.82; and a short step costs about 0.6 of a full one. `train_steps={mt: 1200}` for the shorter
+    # 4,500 0.71-0.82; and a short step costs about 0.6 of a full one. `train_steps={mt: 1000}` for the shorter
     # book (lab-mt then fails the gate). Short verses first helped the continued models too: lab-m2m in 1,200
     # steps 0.65-0.75 nats (0.58-0.70 without), in 1,000 0.59-0.64 (chrF +2.4 to +8.6), lab-o2m in 1,000
     # 0.76-0.79; 1,000 steps, a third cheaper than 1,200 plain, keep the lab book within 30 minutes
