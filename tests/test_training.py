@@ -479,19 +479,26 @@ def test_short_pairs_keeps_the_verses_that_fit(mtok):
                                    batch_size=2, max_length=32, seed=0)
 
 
+def assert_short_then_plain(task, plain, pieces: int):
+    """Every side of `task`'s short batches fits in `pieces` (the code, the verse, </s>); its later batches are
+    the plain schedule's."""
+    for step in range(len(task.short)):
+        b = task.batch(step)
+        assert (b["attention_mask"].sum(1) <= pieces).all(), step
+        assert ((b["labels"] != objectives.IGNORE).sum(1) <= pieces).all(), step
+    for step in range(len(task.short), len(task)):
+        ours, theirs = task.batch(step), plain.batch(step)
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs), step
+
+
 def test_lab_mt_reads_short_verses_first_then_the_plain_schedule(cfg, mtok):
     common = dict(steps=10, batch_size=4, max_length=cfg["model_max_length"], seed=0)
     _, tok, task = lab._new_model("mt", "m2m", {**cfg, "train_mt_short_first": 20}, common)
     assert isinstance(task, objectives.ShortFirst) and len(task) == 10 and len(task.short) == 5
     _, _, plain = lab._new_model("mt", "m2m", {**cfg, "train_mt_short_first": None}, common)
     assert isinstance(plain, objectives.TranslationTask)
-    for step in range(5):  # every side of the first half fits in 20 pieces: the code, the verse, </s>
-        b = task.batch(step)
-        assert (b["attention_mask"].sum(1) <= 20).all() and ((b["labels"] != objectives.IGNORE).sum(1) <= 20).all()
+    assert_short_then_plain(task, plain, 20)
     assert max(plain.batch(s)["attention_mask"].sum(1).max() for s in range(5)) > 20  # the plain schedule's are not
-    for step in range(5, 10):
-        ours, theirs = task.batch(step), plain.batch(step)
-        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
     for name in registry.LAB_MODELS:  # the translation schedule's models, not the language models
         changed = lab.digest_of(name, {**cfg, "train_mt_short_first": 20}) != lab.digest_of(name, cfg)
         assert changed == (name in ("lab-mt", "lab-m2m", "lab-m2o", "lab-o2m", "lab-dae-cont")), name
@@ -508,23 +515,19 @@ def test_continued_models_and_their_control_read_short_verses_first(trained, cfg
     tasks = {}
 
     def capture(model, task, *a, **k):
-        tasks[key] = task
-        raise Captured
+        raise Captured(task)
 
     monkeypatch.setattr(lab, "fit", capture)
     monkeypatch.setattr(continued, "fit", capture)
-    for key in [(name, pieces) for name in ("lab-m2m", "lab-dae-cont") for pieces in (20, None)]:
-        with pytest.raises(Captured):
-            training.lab_model(key[0], {**cfg, "train_mt_short_first": key[1]}, force=True)
+    for name in ("lab-m2m", "lab-dae-cont"):
+        for pieces in (20, None):
+            with pytest.raises(Captured) as caught:
+                training.lab_model(name, {**cfg, "train_mt_short_first": pieces}, force=True)
+            tasks[name, pieces] = caught.value.args[0]
     for name in ("lab-m2m", "lab-dae-cont"):
         task, plain = tasks[name, 20], tasks[name, None]
         assert isinstance(task, objectives.ShortFirst) and not isinstance(plain, objectives.ShortFirst)
         half = len(task.short)
         assert len(task) == len(plain) == cfg["train_steps"]["cp"] and half == len(task) // 2
-        for step in range(half):
-            b = task.batch(step)
-            assert (b["attention_mask"].sum(1) <= 20).all() and ((b["labels"] != objectives.IGNORE).sum(1) <= 20).all()
+        assert_short_then_plain(task, plain, 20)
         assert max(plain.batch(s)["labels"].ne(objectives.IGNORE).sum(1).max() for s in range(half)) > 20
-        for step in range(half, len(task)):
-            ours, theirs = task.batch(step), plain.batch(step)
-            assert all(torch.equal(ours[k], theirs[k]) for k in theirs), (name, step)

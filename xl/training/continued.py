@@ -64,9 +64,12 @@ def continue_pretraining(base: str | os.PathLike, parallel, kind: str | list, ou
     tok = AutoTokenizer.from_pretrained(base_id)
     model = AutoModelForSeq2SeqLM.from_pretrained(base_id)
     set_generation(model, tok, max_length)
-    task = objectives.short_first(
-        lambda pairs, n, s: TranslationTask(tok, pairs, dirs, steps=n, batch_size=batch_size, max_length=max_length,
-                                            seed=s), parallel, tok, short_first, steps, seed)
+
+    def translation(pairs, n_steps, task_seed):
+        return TranslationTask(tok, pairs, dirs, steps=n_steps, batch_size=batch_size, max_length=max_length,
+                               seed=task_seed)
+
+    task = objectives.short_first(translation, parallel, tok, short_first, steps, seed)
     fitted, log = fit(at_labels(model), task, steps, lr=lr, warmup=warmup, seed=seed, digest=digest,
                       checkpoint=checkpoint_path(out_dir), checkpoint_every=checkpoint_every,
                       log_every=cfg.get("train_log_every") or 10, desc=name or out_dir.name)

@@ -188,6 +188,7 @@ def _continued_denoising(base: Path, cfg: dict, common: dict):
         verses = pairs.melt(var_name="lang", value_name="text").dropna()
         return MonolingualTask("dae", tok, verses.text.tolist(), verses.lang.tolist(),
                                **{**common, "steps": steps, "seed": seed})
+
     return model, tok, short_first(denoising, parallel_train(cfg), tok, cfg.get("train_mt_short_first"),
                                    common["steps"], common["seed"])
 
