@@ -161,6 +161,8 @@ def test_model_matrix_equals_pairwise_for_every_pair(metric, n, da, db, features
 def test_retrieval_matrix_equals_pairwise(monkeypatch):
     monkeypatch.setattr(sim, "_BLOCK_BYTES", 8 * 3 * 50 * 7)  # force several row blocks
     reps = language_reps(2, 3, 50, 8, seed=7)
+    reps[1, 1] = reps[1, 0] + 0.01 * rng(9).normal(size=reps[1, 0].shape)  # a near copy: retrieval near 1
+    reps[:, :, 30] = reps[:, :, 3]  # a sentence twice, in another row block: tied nearest rows
     M = sim.language_matrix(reps, "retrieval")
     for layer in range(2):
         for a in range(3):

@@ -299,10 +299,32 @@ def _retrieval_cross(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     return out / n
 
 
+def _retrieval_within(A: torch.Tensor) -> torch.Tensor:
+    """`_retrieval_cross(A, A)` with each block of similarities computed once: row a's nearest rows in
+    B[b] and, read down the columns, row b's nearest rows in A[a] (a <= b)."""
+    A = unit(A)
+    g, n, _ = A.shape
+    rows = max(1, _BLOCK_BYTES // (8 * g * n))
+    target = torch.arange(n)
+    out = torch.zeros(g, g, dtype=torch.float64)
+    for a in range(g):
+        later = A[a:]
+        best = torch.full((g - a, n), -torch.inf, dtype=A.dtype)  # each column's best row so far
+        best_row = torch.zeros(g - a, n, dtype=torch.long)
+        for start in range(0, n, rows):  # row blocks bound memory
+            sim = torch.einsum("nd,gmd->gnm", A[a, start:start + rows], later)
+            out[a, a:] += (sim.argmax(-1) == target[start:start + rows]).sum(-1)
+            value, row = sim.max(1)
+            better = value > best  # strictly: ties keep the first row, as argmax does
+            best, best_row = torch.where(better, value, best), torch.where(better, row + start, best_row)
+        out[a + 1:, a] = (best_row[1:] == target).sum(-1).double()
+    return out / n
+
+
 def _cross(A, B, metric: str, sigma) -> torch.Tensor:
     kind, debiased = _parse_metric(metric)
     if kind == "retrieval":
-        return _retrieval_cross(A, A if B is None else B)
+        return _retrieval_within(A) if B is None else _retrieval_cross(A, B)
     return _cka_cross(A, B, kind, debiased, _check_kernel(kind, sigma))
 
 
