@@ -16,6 +16,7 @@ from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, MBartConfig, MBa
 from xl.core import io, paths, presets
 from xl.core.errors import XLError
 from xl.core.results import Store
+from xl.core.workers import as_worker
 from xl.data import corpus
 from xl.models import registry
 from xl.models import tokenizer as lab_tokenizer
@@ -228,7 +229,7 @@ def lab_model(name: str, cfg: dict | str = "lab", force: bool = False) -> Path:
 
 def _train_alone(name: str, cfg: dict) -> None:
     """A worker process: train one lab model with one CPU thread (its base is trained already)."""
-    torch.set_num_threads(1)
+    as_worker()
     lab_model(name, cfg)
 
 

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from xl.core import io, memo
 from xl.core.errors import XLError
 from xl.core.results import Store
+from xl.core.workers import as_worker
 from xl.data import tasks as tasklib
 from xl.data import xglue
 from xl.models import registry
@@ -139,7 +140,7 @@ def _encoder(name, preset, device, loaded: dict):
 def _worker_main(folder) -> None:
     """A worker process of `run`: claims jobs one by one (an exclusive claim file each), writes their rows."""
     folder = Path(folder)
-    torch.set_num_threads(1)
+    as_worker()
     warnings.simplefilter("ignore")
     with open(folder / "input.pkl", "rb") as f:
         data = pickle.load(f)
