@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from xl import training
 from xl.analysis import source_dependence as sd
+from xl.analysis import translation
 from xl.core.tensors import batches_by_length
 from xl.models import tokenizer
 from xl.training import lab, objectives
@@ -125,3 +126,19 @@ def test_batches_by_length_cover_every_index_once_shortest_first():
     assert sorted(flat.tolist()) == list(range(len(lengths)))
     assert [lengths[i] for i in flat] == sorted(lengths) and flat[:2].tolist() == [1, 3]  # ties keep their order
     assert batches_by_length([], 4) == []
+
+
+def test_a_directions_row_is_computed_once_per_model_and_sentences(cfg, mtok, monkeypatch):
+    torch.manual_seed(0)
+    model = lab.MBartForConditionalGeneration(lab.mbart_config(cfg, mtok)).eval()
+    identity = translation.model_identity(model, mtok)
+    src, tgt = ["Jesus wept.", "Rejoice evermore.", "Amen."], ["Und Jesus weinte.", "Seid allezeit fröhlich.", "Amen."]
+    first = sd.cached_direction_row(model, mtok, identity, src, tgt, "en", "de", max_length=32)
+    assert first == sd.direction_row(model, mtok, src, tgt, "en", "de", max_length=32)
+    computed = []
+    monkeypatch.setattr(sd, "direction_row", lambda *args: computed.append(args) or first)
+    assert sd.cached_direction_row(model, mtok, identity, src, tgt, "en", "de", max_length=32) == first
+    assert not computed  # read back, the same row
+    sd.cached_direction_row(model, mtok, identity, src[:2], tgt[:2], "en", "de", max_length=32)
+    sd.cached_direction_row(model, mtok, "another model", src, tgt, "en", "de", max_length=32)
+    assert len(computed) == 2  # other sentences, another model: computed

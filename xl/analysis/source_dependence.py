@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from xl.analysis import translation
-from xl.core import presets, workers
+from xl.core import io, memo, presets, workers
 from xl.core.results import Store
 from xl.core.tensors import batches_by_length
 from xl.data import languages as langs
@@ -36,6 +36,7 @@ from xl.training.objectives import IGNORE
 
 MIN_GAP = 0.5  # nats per target piece
 MIN_CHRF_MARGIN = 2.0  # chrF points over the source-blind baseline
+CACHE_VERSION = "source-dependence-v1"  # rows are kept in the translation cache ("mt")
 COLUMNS = ["model", "src", "tgt", "loss_true", "loss_random", "loss_same_length", "gap_same_length", "verses"]
 
 
@@ -135,9 +136,20 @@ def table(cfg: dict | str = "lab", models=None, write: bool = True) -> pd.DataFr
 def model_rows(name: str, cfg: dict, test: pd.DataFrame) -> list[dict]:
     """The rows of one translation model on the held-out sentences `test`: one per direction it is scored on."""
     model, tok = translation.load(name, cfg)
-    return [{"model": registry.label(name), **direction_row(model, tok, test[src], test[tgt], src, tgt,
-                                                         seed=cfg["seed"], max_length=cfg["model_max_length"])}
+    identity = translation.model_identity(model, tok)  # once per model, not per direction
+    return [{"model": registry.label(name),
+             **cached_direction_row(model, tok, identity, test[src], test[tgt], src, tgt, seed=cfg["seed"],
+                                    max_length=cfg["model_max_length"])}
             for src, tgt in translation.pairs_of(name, cfg, tok)]
+
+
+def cached_direction_row(model, tok, identity: str, sources, targets, src: str, tgt: str, seed: int = 0,
+                         max_length: int = 128) -> dict:
+    """`direction_row`, read from or written to the translation cache; `identity`: the model's
+    `xl.analysis.translation.model_identity`."""
+    sources, targets = [str(s) for s in sources], [str(t) for t in targets]
+    key = io.digest(CACHE_VERSION, identity, src, tgt, sources, targets, seed, max_length)
+    return memo.memo("mt", key, lambda: direction_row(model, tok, sources, targets, src, tgt, seed, max_length))
 
 
 def verdict(gated: pd.DataFrame) -> str:

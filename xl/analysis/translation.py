@@ -7,7 +7,7 @@ source language set on the tokenizer and the target language forced as the first
 token (`forced_bos_token_id`), in the model's own language codes (mBART-50's `de_DE` or
 NLLB's `deu_Latn`, read from its tokenizer). `mt_quality` keeps every model's translations on
 disk (`cache_dir("mt")`), keyed by its weights, direction, sources and decoding, so a re-run
-translates only what changed.
+translates only what changed; the source-dependence gate keeps its losses there too.
 """
 from __future__ import annotations
 
