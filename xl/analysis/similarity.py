@@ -300,8 +300,8 @@ def _retrieval_cross(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 
 
 def _retrieval_within(A: torch.Tensor) -> torch.Tensor:
-    """`_retrieval_cross(A, A)` with each block of similarities computed once: row a's nearest rows in
-    B[b] and, read down the columns, row b's nearest rows in A[a] (a <= b)."""
+    """`_retrieval_cross(A, A)` with each block of similarities computed once (a <= b): along its rows the
+    nearest rows of A[b] to those of A[a], down its columns the nearest rows of A[a] to those of A[b]."""
     A = unit(A)
     g, n, _ = A.shape
     rows = max(1, _BLOCK_BYTES // (8 * g * n))

@@ -19,8 +19,8 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (glibc's malloc.h)
 def keep_freed_memory() -> bool:
     """Let this process's allocator (glibc) keep freed memory for reuse instead of returning it to the kernel.
 
-    By default glibc maps every allocation above 32 MB (a seq2seq batch's logits over the lab vocabulary
-    are larger) and unmaps it when freed, so each training step faults in and zeroes its pages again:
+    By default glibc gives large allocations (always those above 32 MB, as a seq2seq batch's logits over the
+    lab vocabulary) a fresh memory map and unmaps it when freed, so each step faults in and zeroes its pages:
     a fifth of a lab denoising worker's CPU time went to the kernel. Returns whether it applied
     (False off glibc, where nothing changes). The heap then keeps its peak size."""
     if not sys.platform.startswith("linux"):
