@@ -81,9 +81,12 @@ def main() -> None:
         for _ in range(args.repeats):
             for keep in (False, True):
                 runs[keep].append(measure(objective, args.steps, keep))
-        rate = {keep: statistics.median(r["steps_per_s"] for r in rs) for keep, rs in runs.items()}
-        sys_ms = {keep: 1000 * statistics.median(r["sys_per_step"] for r in rs) for keep, rs in runs.items()}
-        faults = {keep: statistics.median(r["faults_per_step"] for r in rs) for keep, rs in runs.items()}
+
+        def median(key: str) -> dict:
+            return {keep: statistics.median(r[key] for r in rs) for keep, rs in runs.items()}
+
+        rate, faults = median("steps_per_s"), median("faults_per_step")
+        sys_ms = {keep: 1000 * s for keep, s in median("sys_per_step").items()}
         same = len({r["loss"] for rs in runs.values() for r in rs}) == 1
         print(f"{objective:<10}{rate[False]:>16.2f}{rate[True]:>14.2f}{rate[True] / rate[False]:>7.2f}"
               f"{sys_ms[False]:>7.0f} ->{sys_ms[True]:>4.0f}{faults[False]:>8.0f} ->{faults[True]:>5.0f}  {same}")
