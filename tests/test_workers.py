@@ -31,9 +31,10 @@ PAGES = 16 * 2**20 * 4 // 4096  # of a 64 MB tensor, above glibc's largest mmap 
 
 
 def _faults_of_big_tensors(_=None) -> int:
-    """Page faults while five 64 MB tensors are filled, each freed before the next (after two more,
-    so that the allocator has settled)."""
-    for _ in range(2):
+    """Page faults while five 64 MB tensors are filled, each freed before the next, after twelve more:
+    with freed memory kept, a worker's heap grows for up to nine such tensors (measured) before the
+    freed ones are reused, as small allocations made between them keep them apart at first."""
+    for _ in range(12):
         torch.ones(16 * 2**20)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(5):
