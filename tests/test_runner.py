@@ -152,7 +152,7 @@ def test_manifest_records_each_run(toy):
     manifest = json.loads((toy / "results" / "smoke" / "manifest.json").read_text())
     assert manifest["notebooks"]["toy"]["status"] == "cached"
     assert manifest["parameters"]["languages"] == ["en", "de", "ru", "zh"] and manifest["seed"] == 0
-    assert manifest["versions"]["torch"].startswith("2.13")
+    assert manifest["versions"]["torch"].startswith("2.13") and manifest["versions"]["tokenizers"]
     assert len(manifest["data_checksums"]["bible.db"]) == 64
     assert manifest["device"].startswith(("cpu", "cuda"))
 

