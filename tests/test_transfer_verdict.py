@@ -152,6 +152,35 @@ def test_tasks_at_floor():
     assert transfer.agreement(df, chance, at_floor=["floor", "clear", "half", "ranked"])["verdict"] == "not tested"
 
 
+def test_floor_sentence_names_the_model_that_would_turn_a_narrow_decision():
+    langs = ["en", "de", "fr", "ru", "zh"]
+    above_in = {"wide": [4, 4, 4, 4],  # languages above chance, of four, per model: no one model turns it
+                "kept": [4, 3, 0, 0],  # two of four models above: one fewer and it is at floor
+                "low": [4, 2, 1, 0]}  # one of four above: one more and it is not
+    models = ["lab-mlm", "lab-dae", "lab-o2m", "lab-mt"]
+    df = jobs._frame([(m, task, lang, 0, "accuracy", None, 0.9 if lang == "en" or k <= n else 0.15)
+                      for task, counts in above_in.items() for m, n in zip(models, counts)
+                      for k, lang in enumerate(langs)])
+    chance = pd.DataFrame([(t, lang, "accuracy", 0.147, 400) for t in above_in for lang in langs],
+                          columns=["task", "lang", "metric", "chance", "n"])
+    table = transfer.above_chance(df, chance)
+    floor = transfer.at_floor(table)
+    assert floor == ["low"]
+    narrow = transfer.narrow_floor(table)
+    assert narrow.values.tolist() == [["kept", False, "lab-dae", 3, 4], ["low", True, "lab-dae", 2, 4]]
+    sentence = transfer.floor_sentence(table, floor)
+    assert ("with one model fewer above chance, kept would be at floor (the weakest, lab-dae, is clearly above "
+            "chance in 3 of its 4 non-English languages)") in sentence
+    assert ("with one model more above chance, low would no longer be at floor (the strongest of the others, "
+            "lab-dae, is clearly above chance in 2 of its 4 non-English languages)") in sentence
+    assert "wide would" not in sentence
+    assert "narrow" not in transfer.floor_sentence(table[table.task == "wide"], [])
+    none = transfer.narrow_floor(table[table.task == "wide"])
+    assert none[~none.at_floor].task.tolist() == []  # empty, and still a table of those columns
+    assert "No task is at floor" in transfer.floor_sentence(table[table.task == "kept"], [])
+    assert "kept would be at floor" in transfer.floor_sentence(table[table.task == "kept"], [])
+
+
 def test_verdict_comes_from_the_one_rule():
     models = {"lab-mlm": 0.45, "lab-dae": 0.44, "lab-o2m": 0.25, "lab-mt": 0.26}
     df = _rows({(m, "t"): v for m, v in models.items()}, seeds=(0, 1, 2))

@@ -64,7 +64,7 @@ Modules, in import order (each imports only those before it):
 * `finetuning`: `finetune`, `predict`, the training loop and the cache keys of fine-tuning;
 * `retrieval`: `retrieve`;
 * `chance`: the chance table (chance level and test-set size n per task and language), scores
-  normalised by chance, binomial tests against chance and the tasks at floor;
+  normalised by chance, binomial tests against chance, the tasks at floor and the narrow decisions;
 * `report`: tables of results (`main_rows`, `summary`, `table1`, `normalised_table1`, `above_chance`,
   `beside_paper`), `transfer_estimates` (bootstrap over seeds and test examples) and `agreement`
   (the verdict through `xl.analysis.verdict`);
@@ -82,7 +82,7 @@ from xl.transfer.jobs import (COLUMNS, build_tasks, default_workers, evaluate, m
 from xl.transfer.params import FinetuneParams
 from xl.transfer.relation import BASELINE_SUFFIXES, relate
 from xl.transfer.chance import (PROPORTIONS, above_chance_sentence, at_floor, chance_table, floor_sentence,
-                                normalise, normalised)
+                                narrow_floor, normalise, normalised)
 from xl.transfer.report import (PAPER, above_chance, agreement, beside_overlap, beside_paper, layer_rows, main_rows,
                                 normalised_table1, paper_table1, seed_spread, summary, table1, transfer_estimates,
                                 with_layer)
@@ -92,7 +92,8 @@ __all__ = [
     "BASELINE_SUFFIXES", "CACHE_VERSION", "COLUMNS", "PAPER", "PROPORTIONS", "FinetuneParams", "MatchHead",
     "TaskModel", "above_chance", "above_chance_sentence", "agreement", "at_floor", "beside_overlap",
     "beside_paper", "build_tasks", "chance_table", "default_workers", "evaluate", "finetune", "floor_sentence",
-    "layer_rows", "main_rows", "max_length", "model_fingerprint", "model_label", "normalise", "normalised",
+    "layer_rows", "main_rows", "max_length", "model_fingerprint", "model_label", "narrow_floor", "normalise",
+    "normalised",
     "normalised_table1", "paper_table1", "predict", "relate", "retrieve", "run", "run_job", "seed_spread",
     "summary", "supported_languages", "table1", "transfer_estimates", "with_layer",
 ]

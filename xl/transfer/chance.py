@@ -128,11 +128,17 @@ def at_floor(table: pd.DataFrame, source_lang: str = "en") -> list:
 def _models_above(table: pd.DataFrame, source_lang: str) -> pd.Series | None:
     """(task, model) -> clearly above chance in more than half of the non-English languages; None
     when no result has a binomial test."""
+    counts = _languages_above(table, source_lang)
+    return None if counts is None else counts["sum"] > counts["count"] / 2
+
+
+def _languages_above(table: pd.DataFrame, source_lang: str) -> pd.DataFrame | None:
+    """(task, model) -> sum (non-English languages clearly above chance) and count (those tested)."""
     zero_shot = table[(table.lang != source_lang) & table.clearly.notna()]
     if zero_shot.empty:
         return None
-    share = zero_shot.assign(clearly=zero_shot.clearly.astype(bool)).groupby(["task", "model"], sort=False).clearly.mean()
-    return share > 0.5
+    clearly = zero_shot.assign(clearly=zero_shot.clearly.astype(bool))
+    return clearly.groupby(["task", "model"], sort=False).clearly.agg(["sum", "count"])
 
 
 def floor_sentence(table: pd.DataFrame, floor: list, source_lang: str = "en", alpha: float = 0.01) -> str:
@@ -144,10 +150,38 @@ def floor_sentence(table: pd.DataFrame, floor: list, source_lang: str = "en", al
     parts = [f"{task} ({int(c['sum'])} of {int(c['count'])} models)" for task, c in counts.iterrows()]
     text = (f"Models clearly above chance (p < {alpha:g}) in more than half of the non-English languages, per task: "
             + ", ".join(parts) + ". ")
-    if not floor:
-        return text + "No task is at floor: every task enters the transfer verdict."
     kept = [t for t in counts.index if t not in floor]
-    return text + (f"At floor (more than half of the models not clearly above chance), and left out of the "
-                   f"transfer verdict: {', '.join(map(str, floor))}"
-                   + (f"; the verdict rests on {', '.join(map(str, kept))}." if kept else
-                      "; that is every task, so transfer is not tested here."))
+    if not floor:
+        text += "No task is at floor: every task enters the transfer verdict."
+    else:
+        text += (f"At floor (more than half of the models not clearly above chance), and left out of the "
+                 f"transfer verdict: {', '.join(map(str, floor))}"
+                 + (f"; the verdict rests on {', '.join(map(str, kept))}." if kept else
+                    "; that is every task, so transfer is not tested here."))
+    return text + _narrow_sentence(table, source_lang)
+
+
+def narrow_floor(table: pd.DataFrame, source_lang: str = "en") -> pd.DataFrame:
+    """The tasks whose floor decision one model would turn (a verdict resting on such a task is fragile):
+    rows task, at_floor, model (the one nearest to turning it: the weakest above chance, or the strongest
+    of the others), above (its non-English languages clearly above chance) and languages (tested)."""
+    languages = _languages_above(table, source_lang)
+    rows = []
+    if languages is not None:
+        share = languages["sum"] / languages["count"]  # (task, model) -> share of languages above chance
+        for task in dict.fromkeys(share.index.get_level_values("task")):
+            models = share[task]
+            above, needed = models[models > 0.5], -(-len(models) // 2)  # not at floor: half the models, rounded up
+            if len(above) in (needed, needed - 1):
+                model = above.idxmin() if len(above) == needed else models[models <= 0.5].idxmax()
+                rows.append((task, len(above) < needed, model, *languages.loc[(task, model)]))
+    return pd.DataFrame(rows, columns=["task", "at_floor", "model", "above", "languages"]).astype(
+        {"at_floor": bool, "above": int, "languages": int})  # typed when empty too: a boolean mask stays one
+
+
+def _narrow_sentence(table: pd.DataFrame, source_lang: str) -> str:
+    parts = [(f"with one model more above chance, {r.task} would no longer be at floor (the strongest of the others"
+              if r.at_floor else f"with one model fewer above chance, {r.task} would be at floor (the weakest")
+             + f", {r.model}, is clearly above chance in {r.above} of its {r.languages} non-English languages)"
+             for r in narrow_floor(table, source_lang).itertuples()]
+    return (" The decision is narrow: " + "; ".join(parts) + ".") if parts else ""
