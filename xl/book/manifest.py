@@ -55,7 +55,18 @@ def device() -> str:
     import torch  # here, not at the top: the CLI imports this module, and `xl presets` needs no torch
     if torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(0)}"
-    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    # the CPU's model and the vector instructions torch uses: lab timings differ twofold between machines
+    return (f"cpu: {cpu_model() or platform.processor() or platform.machine()} "
+            f"({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads")
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux's /proc/cpuinfo), None elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        return None
 
 
 def record(preset: str, notebook: str, status: str, seconds: float, parameters: dict) -> None:
