@@ -121,15 +121,23 @@ def at_floor(table: pd.DataFrame, source_lang: str = "en") -> list:
     above = _models_above(table, source_lang)
     if above is None:
         return []
-    models_below = (~above).groupby(level="task", sort=False).mean()
-    return [task for task, below in models_below.items() if below > 0.5]
+    return [task for task, models in above.groupby(level="task", sort=False) if _task_at_floor(models)]
+
+
+def _task_at_floor(models_above: pd.Series) -> bool:
+    """The floor rule, on one task's models (clearly above chance or not): more than half are not."""
+    return (~models_above).mean() > 0.5
 
 
 def _models_above(table: pd.DataFrame, source_lang: str) -> pd.Series | None:
     """(task, model) -> clearly above chance in more than half of the non-English languages; None
     when no result has a binomial test."""
     counts = _languages_above(table, source_lang)
-    return None if counts is None else counts["sum"] > counts["count"] / 2
+    return None if counts is None else _more_than_half(counts)
+
+
+def _more_than_half(counts: pd.DataFrame) -> pd.Series:
+    return counts["sum"] > counts["count"] / 2
 
 
 def _languages_above(table: pd.DataFrame, source_lang: str) -> pd.DataFrame | None:
@@ -169,12 +177,16 @@ def narrow_floor(table: pd.DataFrame, source_lang: str = "en") -> pd.DataFrame:
     rows = []
     if languages is not None:
         share = languages["sum"] / languages["count"]  # (task, model) -> share of languages above chance
-        for task in dict.fromkeys(share.index.get_level_values("task")):
-            models = share[task]
-            above, needed = models[models > 0.5], -(-len(models) // 2)  # not at floor: half the models, rounded up
-            if len(above) in (needed, needed - 1):
-                model = above.idxmin() if len(above) == needed else models[models <= 0.5].idxmax()
-                rows.append((task, len(above) < needed, model, *languages.loc[(task, model)]))
+        for task, above in _more_than_half(languages).groupby(level="task", sort=False):
+            above, floor = above.droplevel("task"), _task_at_floor(above)
+            side = share[task][above != floor]  # at floor: the models below chance; else those above
+            if side.empty:
+                continue
+            model = side.idxmax() if floor else side.idxmin()
+            turned = above.copy()
+            turned[model] = floor  # the nearest model crosses to the other side
+            if _task_at_floor(turned) != floor:
+                rows.append((task, floor, model, *languages.loc[(task, model)]))
     return pd.DataFrame(rows, columns=["task", "at_floor", "model", "above", "languages"]).astype(
         {"at_floor": bool, "above": int, "languages": int})  # typed when empty too: a boolean mask stays one
 
