@@ -127,3 +127,29 @@ def test_what_did_not_work_is_read_from_the_tables(book_root):
     none = conclusions.did_not_work(conclusions.verdicts("smoke"), "smoke")
     assert "Every finding that needs them is *not tested*" in none
     assert "Findings left undecided at this scale: alignment." in none
+
+
+def test_models_that_pass_the_gate_narrowly_are_a_sensitivity_not_a_verdict(book_root):
+    store = Store("smoke")
+    est, boot = measured(lm=0.6, mt=0.4)
+    est["lab-mt"] = 0.75  # passes narrowly; without it the MT side is lab-m2m's 0.4 alone
+    store.write("similarity_evidence", verdict.evidence("alignment", "CKA", est, boot.assign(**{"lab-mt": 0.75})))
+    gate = pd.DataFrame({"model": ["lab-m2m", "lab-mt"], "passes_gate": [True, True], "narrow": [False, True]})
+    store.write("gate", gate)
+    table = conclusions.verdicts("smoke").set_index("finding")
+    # both count for the verdict: MT (0.4 + 0.75) / 2 = 0.575 against 0.6, an interval below 0
+    assert table.loc["alignment", "verdict"] == "agrees" and table.loc["alignment", "MT/CP"] == pytest.approx(0.575)
+    assert table.loc["alignment", "difference_strict_gate"] == pytest.approx(-0.2)  # lab-mt left out
+    said = conclusions.did_not_work(table.reset_index().assign(preset="smoke"), "smoke")
+    assert "**Narrow passes.** lab-mt passes the gate only narrowly" in said
+    assert "Leaving it out as well would not change any verdict." in said
+    est["lab-mt"] = 1.0  # now lab-mt turns the verdict: with it MT 0.7 > 0.6
+    store.write("similarity_evidence", verdict.evidence("alignment", "CKA", est, boot.assign(**{"lab-mt": 1.0})))
+    table = conclusions.verdicts("smoke")
+    assert table.set_index("finding").loc["alignment", "verdict"] == "disagrees"
+    said = conclusions.did_not_work(table, "smoke")
+    assert "Leaving it out as well, the same rule would say: alignment *agrees*: those verdicts rest on" in said
+    store.write("gate", gate.assign(narrow=False))
+    clear = conclusions.verdicts("smoke").set_index("finding")
+    assert clear.loc["alignment", "verdict_strict_gate"] == "disagrees"  # nothing narrow: the verdict itself
+    assert "Narrow passes" not in conclusions.did_not_work(clear.reset_index(), "smoke")

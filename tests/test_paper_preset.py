@@ -173,7 +173,8 @@ def test_every_chapter_runs_at_the_paper_preset(stand_ins, book_root, offline, m
     assert (corpus_table.pieces_per_word > 0).all()
 
     quality = table("mt_quality")  # the translation models, in their trained directions, on 4 devtest sentences
-    assert list(quality.columns) == ["model", "src", "tgt", "chrf", "baseline", "verses"]
+    assert list(quality.columns) == ["model", "src", "tgt", "chrf", "baseline", "margin_low", "margin_high", "verses"]
+    assert (quality.margin_low <= quality.margin_high).all()
     assert set(quality.model) == {"mBART m2m", "mBART m2o", "NLLB 600M"}
     assert (quality[quality.model == "mBART m2o"].tgt == "en").all()
     nllb, m2m = (quality[quality.model == m] for m in ("NLLB 600M", "mBART m2m"))

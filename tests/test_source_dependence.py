@@ -28,26 +28,52 @@ def test_same_length_sources_are_the_nearest_other_length():
     assert list(other) == [2, 3, 0, 1, 5, 4]
 
 
+def _gate_inputs(gaps, margins, half_width=0.0):
+    """A dependence and a quality table of models a, b, c (a: two directions) with these point gaps and chrF
+    margins, each interval `half_width` either side of its point."""
+    models, src, tgt = ["a", "a", "b", "c"], ["de", "en", "de", "de"], ["en", "de", "en", "en"]
+    gaps, margins = np.asarray(gaps, float), np.asarray(margins, float)
+    dep = pd.DataFrame({"model": models, "src": src, "tgt": tgt, "gap_same_length": gaps,
+                        "gap_low": gaps - half_width, "gap_high": gaps + half_width})
+    quality = pd.DataFrame({"model": models, "src": src, "tgt": tgt, "chrf": 17.0 + margins, "baseline": 17.0,
+                            "margin_low": margins - 10 * half_width, "margin_high": margins + 10 * half_width})
+    return dep, quality
+
+
 def test_gate_needs_both_the_gap_and_the_chrf_margin_in_every_direction():
-    dep = pd.DataFrame({"model": ["a", "a", "b", "c"], "src": ["de", "en", "de", "de"], "tgt": ["en", "de", "en", "en"],
-                        "gap_same_length": [2.0, 0.6, 0.1, 3.0]})
-    quality = pd.DataFrame({"model": ["a", "a", "b", "c"], "src": ["de", "en", "de", "de"],
-                            "tgt": ["en", "de", "en", "en"], "chrf": [30.0, 25.0, 40.0, 18.0],
-                            "baseline": [17.0, 17.0, 17.0, 17.0]})
-    out = sd.gate(dep, quality).set_index("model")
+    out = sd.gate(*_gate_inputs([2.0, 0.6, 0.1, 3.0], [13.0, 8.0, 23.0, 1.0])).set_index("model")
     assert out.passes_gate.to_dict() == {"a": True, "b": False, "c": False}  # b: no gap; c: chrF margin 1 < 2
     assert out.loc["a", "min_gap"] == 0.6 and out.loc["a", "directions"] == 2
+    assert not out.narrow.any()  # intervals of no width: every decision is clear
     why = {r.model: sd.shortfalls(r) for r in out.reset_index().itertuples()}
     assert why["a"] == [] and len(why["b"]) == 1 and len(why["c"]) == 1
     assert "0.10 nats" in why["b"][0] and "by only 1.0" in why["c"][0]  # each names what it missed, only that
     text = sd.verdict(out.reset_index())
     assert "**c** fails the gate (chrF beats the baseline by only 1.0 in its weakest direction)" in text
+    assert "narrowly" not in text
     below = out.reset_index().assign(min_margin=-2.1).iloc[2]  # worse than source-blind: said so, not "by only -2.1"
     assert sd.shortfalls(below) == ["chrF falls 2.1 below the baseline"]
     # just short of a bar: as many decimals as it takes to be below it, not "only 0.50" of 0.5
     near = out.reset_index().assign(min_gap=0.4968, min_margin=1.96).iloc[0]
     assert sd.shortfalls(near) == ["a same-length wrong source costs only 0.497 nats per piece",
                                    "chrF beats the baseline by only 1.96"]
+
+
+def test_a_gate_decision_is_narrow_where_a_bar_lies_inside_the_intervals():
+    # intervals +-0.15 nats, +-1.5 chrF: a's weakest gap 0.6 [0.45, 0.75] straddles 0.5; b's 0.1 and c's 3.0
+    # [2.85, 3.15] do not, but c's chrF margin 1.0 [-0.5, 2.5] straddles 2
+    out = sd.gate(*_gate_inputs([2.0, 0.6, 0.1, 3.0], [13.0, 8.0, 23.0, 1.0], half_width=0.15)).set_index("model")
+    assert out.passes_gate.to_dict() == {"a": True, "b": False, "c": False}  # the points decide, as before
+    assert out.narrow.to_dict() == {"a": True, "b": False, "c": True}
+    assert out.loc["a", "gap_low"] == pytest.approx(0.45) and out.loc["c", "margin_high"] == pytest.approx(2.5)
+    assert sd.narrow_passes(out.reset_index()) == {"a"} and sd.failed(out.reset_index()) == {"b", "c"}
+    text = sd.verdict(out.reset_index())
+    assert ("It passes narrowly: the lower ends of the 95% intervals over the held-out sentences fall below the "
+            "bars (a same-length wrong source 0.45 nats), so another sample") in text  # only the measure below
+    assert "It fails narrowly: the upper ends of the 95% intervals clear the bars (a same-length wrong source " \
+           "3.15 nats, chrF +2.5 over the baseline)" in text
+    assert text.count("narrowly") == 2  # b fails clearly
+    assert sd.narrow_passes(out.reset_index().drop(columns="narrow")) == set()  # a table kept before intervals
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +112,9 @@ def test_a_copying_model_passes_and_a_source_blind_one_fails(cfg, mtok, pairs, t
     ignores = sd.direction_row(blind, mtok, held_out, held_out, "de", "en", max_length=32)
     assert reads["gap_same_length"] >= sd.MIN_GAP and reads["loss_random"] > reads["loss_true"] + sd.MIN_GAP
     assert abs(ignores["gap_same_length"]) < 0.2 < sd.MIN_GAP
+    # the intervals over the 40 held-out pairs hold the mean and keep each model on its side of the bar
+    assert sd.MIN_GAP < reads["gap_low"] < reads["gap_same_length"] < reads["gap_high"]
+    assert ignores["gap_low"] < ignores["gap_same_length"] < ignores["gap_high"] < sd.MIN_GAP
 
 
 def test_piece_losses_match_the_models_own_loss_without_the_language_code(cfg, mtok):
@@ -135,6 +164,7 @@ def test_a_directions_row_is_computed_once_per_model_and_sentences(cfg, mtok, mo
     src, tgt = ["Jesus wept.", "Rejoice evermore.", "Amen."], ["Und Jesus weinte.", "Seid allezeit fröhlich.", "Amen."]
     first = sd.cached_direction_row(model, mtok, identity, src, tgt, "en", "de", max_length=32)
     assert first == sd.direction_row(model, mtok, src, tgt, "en", "de", max_length=32)
+    assert first["gap_low"] <= first["gap_same_length"] <= first["gap_high"]
     computed = []
     monkeypatch.setattr(sd, "direction_row", lambda *args: computed.append(args) or first)
     assert sd.cached_direction_row(model, mtok, identity, src, tgt, "en", "de", max_length=32) == first

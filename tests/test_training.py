@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 import pytest
+import sacrebleu
 import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -531,3 +532,24 @@ def test_continued_models_and_their_control_read_short_verses_first(trained, cfg
         assert len(task) == len(plain) == cfg["train_steps"]["cp"] and half == len(task) // 2
         assert_short_then_plain(task, plain, 20)
         assert max(plain.batch(s)["labels"].ne(objectives.IGNORE).sum(1).max() for s in range(half)) > 20
+
+
+def test_the_chrf_margin_interval_resamples_sacrebleus_own_statistics():
+    refs = ["And God said, Let there be light: and there was light.", "Jesus wept.", "Rejoice evermore.",
+            "In the beginning was the Word.", "Pray without ceasing.", "The LORD is my shepherd; I shall not want.",
+            "Blessed are the meek: for they shall inherit the earth.", "God is love."]
+    good = [r.replace("light", "lite").replace("shall", "shal") for r in refs]  # near copies
+    blind = refs[1:] + refs[:1]  # another sentence for each: the source-blind baseline
+    # the statistics of all sentences summed give sacrebleu's corpus chrF (an independent computation)
+    metric = sacrebleu.CHRF()
+    stats = translation._chrf_statistics(metric, good, refs)
+    assert stats.shape[0] == len(refs)
+    assert metric._compute_score_from_stats(list(stats.sum(0))).score == pytest.approx(translation.chrf(good, refs))
+    margin = translation.chrf(good, refs) - translation.chrf(blind, refs)
+    low, high = translation.margin_interval(good, blind, refs, n_boot=200, seed=0)
+    assert 0 < low < margin < high  # near copies beat the baseline in every resample
+    assert translation.margin_interval(blind, blind, refs, n_boot=50) == (0.0, 0.0)  # paired: no difference at all
+    assert translation.margin_interval(good, blind, refs, n_boot=200, seed=0) == (low, high)  # seeded
+    # half as many sentences: a wider interval
+    low4, high4 = translation.margin_interval(good[:4], blind[:4], refs[:4], n_boot=200, seed=0)
+    assert high4 - low4 > high - low

@@ -18,6 +18,11 @@ A model **passes** the gate when, in every direction it is scored on, `gap_same_
 and its chrF beats the source-blind baseline (`xl.analysis.translation.mt_quality`) by at least
 `MIN_CHRF_MARGIN` points. Later chapters treat a model that fails as "not tested" rather than as a
 translation model.
+
+Both measures are means over a sample of held-out sentences, so each has a 95% bootstrap interval (the
+sentences resampled). A gate decision is **narrow** when the bars lie inside those intervals: judged on
+the intervals' lower ends it would fail, on their upper ends pass (or the reverse for a model that fails),
+so another sample of as many sentences could turn it.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from xl.analysis import translation
+from xl.analysis import bootstrap, translation
 from xl.core import io, memo, presets, workers
 from xl.core.results import Store
 from xl.core.tensors import batches_by_length
@@ -36,8 +41,9 @@ from xl.training.objectives import IGNORE
 
 MIN_GAP = 0.5  # nats per target piece
 MIN_CHRF_MARGIN = 2.0  # chrF points over the source-blind baseline
-CACHE_VERSION = "source-dependence-v1"  # rows are kept in the translation cache ("mt")
-COLUMNS = ["model", "src", "tgt", "loss_true", "loss_random", "loss_same_length", "gap_same_length", "verses"]
+CACHE_VERSION = "source-dependence-v2"  # rows are kept in the translation cache ("mt"); v2: the gap's interval
+COLUMNS = ["model", "src", "tgt", "loss_true", "loss_random", "loss_same_length", "gap_same_length", "gap_low",
+           "gap_high", "verses"]
 
 
 def _decoder_inputs(model, labels: torch.Tensor) -> dict:
@@ -90,8 +96,9 @@ def same_length_sources(lengths, rng: np.random.Generator) -> np.ndarray:
 
 
 def direction_row(model, tok, sources, targets, src: str, tgt: str, seed: int = 0,
-                  max_length: int = 128) -> dict:
-    """Mean losses with the true, a random and a same-length source for one direction."""
+                  max_length: int = 128, n_boot: int = bootstrap.N_BOOT) -> dict:
+    """Mean losses with the true, a random and a same-length source for one direction, and the 95%
+    interval of the same-length gap over `n_boot` resamples of the sentence pairs."""
     sources, targets = [str(s) for s in sources], [str(t) for t in targets]
     if len(sources) < 2:
         raise ValueError("source dependence needs at least two sentence pairs")
@@ -99,23 +106,34 @@ def direction_row(model, tok, sources, targets, src: str, tgt: str, seed: int = 
     lengths = [len(x) for x in tok(sources, truncation=True, max_length=max_length)["input_ids"]]
     rng = np.random.default_rng(seed)
     swaps = {"random": random_sources(len(sources), rng), "same_length": same_length_sources(lengths, rng)}
-    loss = {"true": piece_losses(model, tok, sources, targets, src, tgt, max_length=max_length).mean()}
+    loss = {"true": piece_losses(model, tok, sources, targets, src, tgt, max_length=max_length)}
     for name, other in swaps.items():
-        loss[name] = piece_losses(model, tok, [sources[j] for j in other], targets, src, tgt,
-                                  max_length=max_length).mean()
-    return {"src": src, "tgt": tgt, "loss_true": float(loss["true"]), "loss_random": float(loss["random"]),
-            "loss_same_length": float(loss["same_length"]),
-            "gap_same_length": float(loss["same_length"] - loss["true"]), "verses": len(sources)}
+        loss[name] = piece_losses(model, tok, [sources[j] for j in other], targets, src, tgt, max_length=max_length)
+    gaps = loss["same_length"] - loss["true"]  # per sentence pair
+    low, high = bootstrap.interval(gaps[bootstrap.resamples(len(gaps), n_boot, seed)].mean(1))
+    return {"src": src, "tgt": tgt, "loss_true": float(loss["true"].mean()),
+            "loss_random": float(loss["random"].mean()), "loss_same_length": float(loss["same_length"].mean()),
+            "gap_same_length": float(gaps.mean()), "gap_low": low, "gap_high": high, "verses": len(sources)}
 
 
 def gate(dependence: pd.DataFrame, quality: pd.DataFrame, min_gap: float = MIN_GAP,
          min_margin: float = MIN_CHRF_MARGIN) -> pd.DataFrame:
-    """Per model: its weakest direction's gap and chrF margin, and whether it passes the gate."""
-    both = dependence.merge(quality[["model", "src", "tgt", "chrf", "baseline"]], on=["model", "src", "tgt"])
+    """Per model: its weakest direction's gap and chrF margin, whether it passes the gate, the lowest
+    and highest ends of those measures' 95% intervals over its directions, and whether the decision
+    is `narrow` (the lowest ends would fail it and the highest pass it)."""
+    both = dependence.merge(quality[["model", "src", "tgt", "chrf", "baseline", "margin_low", "margin_high"]],
+                            on=["model", "src", "tgt"])
     both = both.assign(margin=both.chrf - both.baseline)
-    out = both.groupby("model", sort=False).agg(directions=("src", "size"), min_gap=("gap_same_length", "min"),
-                                                 min_margin=("margin", "min")).reset_index()
-    out["passes_gate"] = (out.min_gap >= min_gap) & (out.min_margin >= min_margin)
+    out = both.groupby("model", sort=False).agg(
+        directions=("src", "size"), min_gap=("gap_same_length", "min"), min_margin=("margin", "min"),
+        gap_low=("gap_low", "min"), gap_high=("gap_high", "min"), margin_low=("margin_low", "min"),
+        margin_high=("margin_high", "min")).reset_index()
+
+    def passes(gap, margin):
+        return (gap >= min_gap) & (margin >= min_margin)
+
+    out.insert(4, "passes_gate", passes(out.min_gap, out.min_margin))
+    out["narrow"] = passes(out.gap_low, out.margin_low) != passes(out.gap_high, out.margin_high)
     return out
 
 
@@ -139,32 +157,52 @@ def model_rows(name: str, cfg: dict, test: pd.DataFrame) -> list[dict]:
     identity = translation.model_identity(model, tok)  # once per model, not per direction
     return [{"model": registry.label(name),
              **cached_direction_row(model, tok, identity, test[src], test[tgt], src, tgt, seed=cfg["seed"],
-                                    max_length=cfg["model_max_length"])}
+                                    max_length=cfg["model_max_length"], n_boot=cfg["bootstrap_replicates"])}
             for src, tgt in translation.pairs_of(name, cfg, tok)]
 
 
 def cached_direction_row(model, tok, identity: str, sources, targets, src: str, tgt: str, seed: int = 0,
-                         max_length: int = 128) -> dict:
+                         max_length: int = 128, n_boot: int = bootstrap.N_BOOT) -> dict:
     """`direction_row`, read from or written to the translation cache; `identity`: the model's
     `xl.analysis.translation.model_identity`."""
     sources, targets = [str(s) for s in sources], [str(t) for t in targets]
-    key = io.digest(CACHE_VERSION, identity, src, tgt, sources, targets, seed, max_length)
-    return memo.memo("mt", key, lambda: direction_row(model, tok, sources, targets, src, tgt, seed, max_length))
+    key = io.digest(CACHE_VERSION, identity, src, tgt, sources, targets, seed, max_length, n_boot)
+    return memo.memo("mt", key, lambda: direction_row(model, tok, sources, targets, src, tgt, seed, max_length,
+                                                      n_boot))
 
 
 def verdict(gated: pd.DataFrame) -> str:
-    """One sentence per model: passes or fails the gate, and on what."""
+    """One sentence per model: passes or fails the gate, on what, and whether narrowly."""
     if gated.empty:
         return "This preset has no translation model to check."
     parts = []
     for r in gated.itertuples():
         if r.passes_gate:
             parts.append(f"**{r.model}** reads its source (in its weakest direction, a same-length wrong source "
-                         f"costs {r.min_gap:.2f} nats per piece and chrF beats the baseline by {r.min_margin:.1f}).")
+                         f"costs {r.min_gap:.2f} nats per piece and chrF beats the baseline by {r.min_margin:.1f})."
+                         + narrowly(r))
         else:
             parts.append(f"**{r.model}** fails the gate ({'; '.join(shortfalls(r))} in its weakest "
-                         "direction): later chapters treat it as *not tested*, not as a translation model.")
+                         "direction): later chapters treat it as *not tested*, not as a translation model."
+                         + narrowly(r))
     return " ".join(parts)
+
+
+def narrowly(r) -> str:
+    """For a row of a gate table whose decision is narrow, what its intervals' ends say; else ""."""
+    if not r.narrow:
+        return ""
+    if r.passes_gate:
+        ends = []
+        if r.gap_low < MIN_GAP:
+            ends.append(f"a same-length wrong source {r.gap_low:.2f} nats")
+        if r.margin_low < MIN_CHRF_MARGIN:
+            ends.append(f"chrF {r.margin_low:+.1f} over the baseline")
+        return (f" It passes narrowly: the lower ends of the 95% intervals over the held-out sentences fall below "
+                f"the bars ({', '.join(ends)}), so another sample of as many sentences could fail it.")
+    return (f" It fails narrowly: the upper ends of the 95% intervals clear the bars (a same-length wrong "
+            f"source {r.gap_high:.2f} nats, chrF {r.margin_high:+.1f} over the baseline), so another sample of "
+            f"as many sentences could pass it.")
 
 
 def _below(value: float, bar: float, digits: int) -> str:
@@ -191,10 +229,22 @@ def failed(gated: pd.DataFrame) -> set[str]:
     return set(gated.model[~gated.passes_gate.astype(bool)])
 
 
-def failed_in(preset: str) -> set[str]:
-    """The models that fail the gate in a preset's results (gate.csv of the models chapter), if any."""
+def narrow_passes(gated: pd.DataFrame) -> set[str]:
+    """The models of a gate table that pass it narrowly (a table from before `narrow` was kept: none)."""
+    if "narrow" not in gated:
+        return set()
+    return set(gated.model[gated.passes_gate.astype(bool) & gated.narrow.astype(bool)])
+
+
+def gate_in(preset: str) -> pd.DataFrame:
+    """The gate table of a preset's results (gate.csv of the models chapter); without one, no model."""
     store = Store(preset)
-    return failed(store.read("gate")) if store.exists("gate") else set()
+    return store.read("gate") if store.exists("gate") else pd.DataFrame(columns=["model", "passes_gate"])
+
+
+def failed_in(preset: str) -> set[str]:
+    """The models that fail the gate in a preset's results, if any."""
+    return failed(gate_in(preset))
 
 
 NOT_TESTED = ("not tested: no MT or CP model of this run passes the source-dependence gate of the models "

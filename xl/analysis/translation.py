@@ -11,11 +11,13 @@ translates only what changed; the source-dependence gate keeps its losses there 
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import sacrebleu
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+from xl.analysis import bootstrap
 from xl.core import io, memo, paths, presets, workers
 from xl.core.errors import XLError
 from xl.core.results import Store
@@ -126,6 +128,28 @@ def chrf(hypotheses, references) -> float:
     return sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score
 
 
+def _chrf_statistics(metric, hypotheses, references) -> np.ndarray:
+    """sacrebleu's chrF statistics (character and word n-gram matches and counts), a row per sentence:
+    a corpus's chrF is computed from their sum (as sacrebleu's own paired bootstrap does)."""
+    return np.asarray(metric._extract_corpus_statistics(list(hypotheses), [list(references)]))
+
+
+def margin_interval(hypotheses, blind, references, n_boot: int = bootstrap.N_BOOT, seed: int = 0,
+                    level: float = 0.95) -> tuple[float, float]:
+    """The 95% bootstrap interval of chrF(hypotheses) minus chrF(blind), both against `references`,
+    with the sentences resampled together (a paired difference): how far another sample of as many
+    held-out sentences could move a model's margin over the source-blind baseline."""
+    metric = sacrebleu.CHRF()
+    ours, theirs = (_chrf_statistics(metric, h, references) for h in (hypotheses, blind))
+    score = metric._compute_score_from_stats
+    margins = [score(list(ours[i].sum(0))).score - score(list(theirs[i].sum(0))).score
+               for i in bootstrap.resamples(len(ours), n_boot, seed)]
+    return bootstrap.interval(margins, level)
+
+
+QUALITY_COLUMNS = ["model", "src", "tgt", "chrf", "baseline", "margin_low", "margin_high", "verses"]
+
+
 def held_out_sample(cfg: dict, n: int | None = None) -> pd.DataFrame:
     """A seeded sample of `n` held-out sentences present in every language of the preset: test-split
     verses of the Bible, FLORES-200 devtest sentences (xl.data.corpus.held_out)."""
@@ -163,35 +187,38 @@ def pairs_of(name: str, cfg: dict, tok=None, wanted=None) -> list[tuple[str, str
 
 def mt_quality(cfg: dict | str = "lab", models=None, write: bool = True, **decoding) -> pd.DataFrame:
     """chrF of greedy translations of held-out sentences: model (label), src, tgt, chrf, baseline,
-    verses. Each model (default: the preset's translation models) is scored on the preset's
-    `mt_eval_pairs` it was trained on, with `DECODING` (or `decoding`). `baseline` is the chrF of
-    a source-blind output: another held-out sentence in the target language; a model that does
-    not translate scores about that."""
+    margin_low, margin_high, verses. Each model (default: the preset's translation models) is scored on
+    the preset's `mt_eval_pairs` it was trained on, with `DECODING` (or `decoding`). `baseline` is the
+    chrF of a source-blind output: another held-out sentence in the target language; a model that does
+    not translate scores about that. `margin_low`, `margin_high`: the 95% interval of chrf minus baseline
+    over resamples of the sentences (`margin_interval`, `bootstrap_replicates` of them)."""
     cfg = presets.config(cfg) if isinstance(cfg, str) else cfg
     models = list(models) if models is not None else translation_models(cfg)
     decoding = {**DECODING, **decoding}
     test = held_out_sample(cfg)
-    baseline = {lang: chrf(test[lang].sample(frac=1, random_state=cfg["seed"] + 1), test[lang])
-                for lang in test.columns}
+    blind = {lang: test[lang].sample(frac=1, random_state=cfg["seed"] + 1).tolist() for lang in test.columns}
     # one model per worker process, as the gate does (xl.analysis.source_dependence.table)
-    per_model = workers.map_in_processes(_quality_rows, models, cfg["train_workers"], cfg, test, baseline, decoding)
+    per_model = workers.map_in_processes(_quality_rows, models, cfg["train_workers"], cfg, test, blind, decoding)
     rows = [row for model_rows in per_model for row in model_rows]
-    df = pd.DataFrame(rows, columns=["model", "src", "tgt", "chrf", "baseline", "verses"])
+    df = pd.DataFrame(rows, columns=QUALITY_COLUMNS)
     if write:
         Store(cfg["preset"]).write("mt_quality", df)
     return df
 
 
-def _quality_rows(name: str, cfg: dict, test: pd.DataFrame, baseline: dict, decoding: dict) -> list[dict]:
-    """chrF rows of one translation model, a row per direction it is scored on."""
+def _quality_rows(name: str, cfg: dict, test: pd.DataFrame, blind: dict, decoding: dict) -> list[dict]:
+    """chrF rows of one translation model, a row per direction it is scored on; `blind`: the source-blind
+    output in each language (other held-out sentences)."""
     model, tok = load(name, cfg)
     identity = model_identity(model, tok)  # once per model, not per direction
     rows = []
     for src, tgt in pairs_of(name, cfg, tok):
         hyp = cached_translate(model, tok, test[src], src, tgt, identity, max_length=cfg["model_max_length"],
                                **decoding)
+        low, high = margin_interval(hyp, blind[tgt], test[tgt], cfg["bootstrap_replicates"], cfg["seed"])
         rows.append({"model": registry.label(name), "src": src, "tgt": tgt, "chrf": chrf(hyp, test[tgt]),
-                     "baseline": baseline[tgt], "verses": len(test)})
+                     "baseline": chrf(blind[tgt], test[tgt]), "margin_low": low, "margin_high": high,
+                     "verses": len(test)})
     return rows
 
 

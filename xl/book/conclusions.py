@@ -8,6 +8,8 @@ the one rule of `xl.analysis.verdict.decide`: the MT-family minus LM-family diff
 when a family has no model left (models that fail the source-dependence gate of the models
 chapter are left out: a model that did not learn to translate cannot stand for the MT
 objective) or the measure is at floor; 'not run' when a chapter's evidence table is missing.
+Two sensitivities beside each verdict: the same rule counting the models that fail the gate as MT models
+(`_ignoring_gate`), and leaving out the models that pass it only narrowly as well (`_strict_gate`).
 """
 from __future__ import annotations
 
@@ -31,16 +33,18 @@ PAPER_SIGN = {"alignment": -1, "separability": 1, "scaling": 1, "transfer": -1}
 # The chapter table that holds each finding's evidence.
 EVIDENCE = {"alignment": "similarity_evidence", "separability": "similarity_evidence",
             "scaling": "svd_evidence", "transfer": "transfer_evidence"}
-IGNORING_GATE, UNGATED = "_ignoring_gate", ("difference", "ci_low", "ci_high", "verdict")
+IGNORING_GATE, STRICT_GATE, UNGATED = "_ignoring_gate", "_strict_gate", ("difference", "ci_low", "ci_high", "verdict")
 # How the conclusions sentence (`at_scale`) says each verdict.
 SAID = {"agrees": "agrees with the paper on", "disagrees": "disagrees on",
         "inconclusive": "cannot tell the families apart (the interval contains 0) on", "not tested": "does not test",
         "not run": "has not run"}
-COLUMNS = ["finding", "paper", "measure", "LM", "MT/CP", *verdict.COLUMNS, *(k + IGNORING_GATE for k in UNGATED)]
+COLUMNS = ["finding", "paper", "measure", "LM", "MT/CP", *verdict.COLUMNS,
+           *(k + suffix for suffix in (IGNORING_GATE, STRICT_GATE) for k in UNGATED)]
 
 
-def decide(finding: str, evidence: pd.DataFrame, failed=()) -> dict:
-    """One row of the conclusions table from a chapter's evidence table."""
+def decide(finding: str, evidence: pd.DataFrame, failed=(), narrow=()) -> dict:
+    """One row of the conclusions table from a chapter's evidence table; `failed`: the models that fail
+    the gate, `narrow`: those that pass it narrowly."""
     estimate, replicates, measure, at_floor = verdict.from_evidence(evidence, finding)
     kept = estimate.drop(index=[m for m in failed if m in estimate.index])
     sides = kept.groupby(kept.index.map(verdict.side)).mean()
@@ -49,22 +53,27 @@ def decide(finding: str, evidence: pd.DataFrame, failed=()) -> dict:
         measure += f"; no MT/CP model passes the source-dependence gate ({', '.join(sorted(failed))} fail)"
     # what the same rule says when the models that fail the gate count as MT models anyway
     ungated = verdict.decide(estimate, replicates, PAPER_SIGN[finding], at_floor=at_floor)
+    # and when the models that pass it narrowly are left out too
+    strict = verdict.decide(estimate, replicates, PAPER_SIGN[finding], failed={*failed, *narrow},
+                            at_floor=at_floor) if narrow else result
     return {"finding": finding, "paper": FINDINGS[finding], "measure": measure,
             "LM": sides.get("LM"), "MT/CP": sides.get("MT"), **result,
-            **{f"{key}{IGNORING_GATE}": ungated[key] for key in UNGATED}}
+            **{f"{key}{IGNORING_GATE}": ungated[key] for key in UNGATED},
+            **{f"{key}{STRICT_GATE}": strict[key] for key in UNGATED}}
 
 
 def verdicts(preset: str) -> pd.DataFrame:
     """One row per finding for one preset's results."""
     store = Store(preset)
-    failed = source_dependence.failed_in(preset)
+    gate = source_dependence.gate_in(preset)
+    failed, narrow = source_dependence.failed(gate), source_dependence.narrow_passes(gate)
     rows, tables = [], {}
     for finding, table in EVIDENCE.items():
         if table not in tables:
             tables[table] = store.read(table) if store.exists(table) else None
         evidence = tables[table]
         if evidence is not None and finding in set(evidence.finding):
-            rows.append(decide(finding, evidence, failed))
+            rows.append(decide(finding, evidence, failed, narrow))
         else:
             rows.append({"finding": finding, "paper": FINDINGS[finding], "verdict": "not run"})
     return pd.DataFrame(rows).reindex(columns=COLUMNS).assign(preset=preset)
@@ -84,13 +93,14 @@ def did_not_work(table: pd.DataFrame, preset: str) -> str:
     of one or more presets): the MT models that fail the gate, the measures at floor, what the gate
     changes, the findings left undecided."""
     run = table[table.preset == preset].set_index("finding")
-    store = Store(preset)
-    gate = store.read("gate") if store.exists("gate") else pd.DataFrame(columns=["model", "passes_gate"])
+    gate = source_dependence.gate_in(preset)
     failing = gate[~gate.passes_gate.astype(bool)]
     lines = [_failing_gate(failing, gate)] if len(failing) else []
     lines += [f"- **{finding}**: {measure}." for finding, measure in run.measure.dropna().items()
               if "at floor" in measure]
     lines += _gate_changes(run) if len(failing) else []
+    narrow = sorted(source_dependence.narrow_passes(gate))
+    lines += [_narrow_changes(run, narrow)] if narrow else []
     untested = list(run.index[run.verdict == "not tested"])
     if untested:
         lines.append(f"- Findings left undecided at this scale: {listed(untested)}.")
@@ -119,6 +129,20 @@ def _gate_changes(run: pd.DataFrame) -> list[str]:
             + "; ".join(f"{f} *{v}*" for f, v in changed.verdict_ignoring_gate.items())
             + ". Those verdicts count models that did not learn to translate as evidence about the MT "
             "objective; they are shown so that the reader sees what the gate changes."]
+
+
+def _narrow_changes(run: pd.DataFrame, narrow: list[str]) -> str:
+    """A bullet on the models that pass the gate narrowly and the verdicts that leaving them out would change."""
+    one = len(narrow) == 1
+    said = (f"- **Narrow passes.** {listed(narrow)} pass{'es' if one else ''} the gate only narrowly: the bars lie "
+            f"inside the 95% intervals of {'its' if one else 'their'} measures over the held-out sentences. ")
+    column = "verdict" + STRICT_GATE
+    changed = run[run[column].notna() & (run.verdict != run[column])]
+    if changed.empty:
+        return said + f"Leaving {'it' if one else 'them'} out as well would not change any verdict."
+    return (said + f"Leaving {'it' if one else 'them'} out as well, the same rule would say: "
+            + "; ".join(f"{f} *{v}*" for f, v in changed[column].items())
+            + ": those verdicts rest on a model whose translation the sample of sentences cannot vouch for.")
 
 
 def scales_run() -> list[str]:
