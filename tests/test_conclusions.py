@@ -142,7 +142,8 @@ def test_models_that_pass_the_gate_narrowly_are_a_sensitivity_not_a_verdict(book
     assert table.loc["alignment", "difference_strict_gate"] == pytest.approx(-0.2)  # lab-mt left out
     said = conclusions.did_not_work(table.reset_index().assign(preset="smoke"), "smoke")
     assert "**Narrow passes.** lab-mt passes the gate only narrowly" in said
-    assert "Leaving it out as well would not change any verdict." in said
+    assert "Without it the MT/CP side would be lab-m2m alone. Leaving it out as well would not change any verdict." \
+        in said
     est["lab-mt"] = 1.0  # now lab-mt turns the verdict: with it MT 0.7 > 0.6
     store.write("similarity_evidence", verdict.evidence("alignment", "CKA", est, boot.assign(**{"lab-mt": 1.0})))
     table = conclusions.verdicts("smoke")

@@ -71,9 +71,11 @@ def test_a_gate_decision_is_narrow_where_a_bar_lies_inside_the_intervals():
     assert ("It passes narrowly: the lower ends of the 95% intervals over the held-out sentences fall below the "
             "bars (a same-length wrong source 0.45 nats), so another sample") in text  # only the measure below
     assert "It fails narrowly: the upper ends of the 95% intervals clear the bars (a same-length wrong source " \
-           "3.15 nats, chrF +2.5 over the baseline)" in text
+           "3.15 nats, chrF 2.5 over the baseline)" in text
     assert text.count("narrowly") == 2  # b fails clearly
     assert sd.narrow_passes(out.reset_index().drop(columns="narrow")) == set()  # a table kept before intervals
+    below = out.reset_index().assign(margin_low=-0.34).iloc[0]  # a lower end under the baseline itself
+    assert "(a same-length wrong source 0.45 nats, chrF 0.3 below the baseline)" in sd.narrowly(below)
 
 
 @pytest.fixture(scope="module")

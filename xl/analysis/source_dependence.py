@@ -197,12 +197,16 @@ def narrowly(r) -> str:
         if r.gap_low < MIN_GAP:
             ends.append(f"a same-length wrong source {r.gap_low:.2f} nats")
         if r.margin_low < MIN_CHRF_MARGIN:
-            ends.append(f"chrF {r.margin_low:+.1f} over the baseline")
+            ends.append(f"chrF {_against_baseline(r.margin_low)}")
         return (f" It passes narrowly: the lower ends of the 95% intervals over the held-out sentences fall below "
                 f"the bars ({', '.join(ends)}), so another sample of as many sentences could fail it.")
     return (f" It fails narrowly: the upper ends of the 95% intervals clear the bars (a same-length wrong "
-            f"source {r.gap_high:.2f} nats, chrF {r.margin_high:+.1f} over the baseline), so another sample of "
+            f"source {r.gap_high:.2f} nats, chrF {_against_baseline(r.margin_high)}), so another sample of "
             f"as many sentences could pass it.")
+
+
+def _against_baseline(margin: float) -> str:
+    return f"{margin:.1f} over the baseline" if margin >= 0 else f"{-margin:.1f} below the baseline"
 
 
 def _below(value: float, bar: float, digits: int) -> str:

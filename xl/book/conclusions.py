@@ -100,7 +100,7 @@ def did_not_work(table: pd.DataFrame, preset: str) -> str:
               if "at floor" in measure]
     lines += _gate_changes(run) if len(failing) else []
     narrow = sorted(source_dependence.narrow_passes(gate))
-    lines += [_narrow_changes(run, narrow)] if narrow else []
+    lines += [_narrow_changes(run, narrow, gate)] if narrow else []
     untested = list(run.index[run.verdict == "not tested"])
     if untested:
         lines.append(f"- Findings left undecided at this scale: {listed(untested)}.")
@@ -131,11 +131,14 @@ def _gate_changes(run: pd.DataFrame) -> list[str]:
             "objective; they are shown so that the reader sees what the gate changes."]
 
 
-def _narrow_changes(run: pd.DataFrame, narrow: list[str]) -> str:
+def _narrow_changes(run: pd.DataFrame, narrow: list[str], gate: pd.DataFrame) -> str:
     """A bullet on the models that pass the gate narrowly and the verdicts that leaving them out would change."""
     one = len(narrow) == 1
+    clear = [m for m in gate.model[gate.passes_gate.astype(bool)] if m not in narrow]
     said = (f"- **Narrow passes.** {listed(narrow)} pass{'es' if one else ''} the gate only narrowly: the bars lie "
-            f"inside the 95% intervals of {'its' if one else 'their'} measures over the held-out sentences. ")
+            f"inside the 95% intervals of {'its' if one else 'their'} measures over the held-out sentences. "
+            f"Without {'it' if one else 'them'} the MT/CP side would be "
+            + (f"{listed(clear)} alone. " if clear else "empty, and every finding *not tested*. "))
     column = "verdict" + STRICT_GATE
     changed = run[run[column].notna() & (run.verdict != run[column])]
     if changed.empty:
