@@ -142,14 +142,16 @@ def test_models_that_pass_the_gate_narrowly_are_a_sensitivity_not_a_verdict(book
     assert table.loc["alignment", "difference_strict_gate"] == pytest.approx(-0.2)  # lab-mt left out
     said = conclusions.did_not_work(table.reset_index().assign(preset="smoke"), "smoke")
     assert "**Narrow passes.** lab-mt passes the gate only narrowly" in said
-    assert "Without it the MT/CP side would be lab-m2m alone. Leaving it out as well would not change any verdict." \
-        in said
+    assert "Leaving it out as well (the MT/CP side then lab-m2m alone) would not change any verdict." in said
     est["lab-mt"] = 1.0  # now lab-mt turns the verdict: with it MT 0.7 > 0.6
     store.write("similarity_evidence", verdict.evidence("alignment", "CKA", est, boot.assign(**{"lab-mt": 1.0})))
     table = conclusions.verdicts("smoke")
     assert table.set_index("finding").loc["alignment", "verdict"] == "disagrees"
     said = conclusions.did_not_work(table, "smoke")
-    assert "Leaving it out as well, the same rule would say: alignment *agrees*: those verdicts rest on" in said
+    assert "(the MT/CP side then lab-m2m alone), the same rule would say: alignment *agrees*: those verdicts" in said
+    store.write("gate", gate.assign(narrow=True))  # every passing model narrow: nothing left on the MT side
+    said = conclusions.did_not_work(conclusions.verdicts("smoke"), "smoke")
+    assert "Leaving them out as well (no MT/CP model left), the same rule would say: alignment *not tested*" in said
     store.write("gate", gate.assign(narrow=False))
     clear = conclusions.verdicts("smoke").set_index("finding")
     assert clear.loc["alignment", "verdict_strict_gate"] == "disagrees"  # nothing narrow: the verdict itself

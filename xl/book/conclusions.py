@@ -135,16 +135,15 @@ def _narrow_changes(run: pd.DataFrame, narrow: list[str], gate: pd.DataFrame) ->
     """A bullet on the models that pass the gate narrowly and the verdicts that leaving them out would change."""
     one = len(narrow) == 1
     clear = [m for m in gate.model[gate.passes_gate.astype(bool)] if m not in narrow]
+    side = f"the MT/CP side then {listed(clear)} alone" if clear else "no MT/CP model left"
     said = (f"- **Narrow passes.** {listed(narrow)} pass{'es' if one else ''} the gate only narrowly: the bars lie "
             f"inside the 95% intervals of {'its' if one else 'their'} measures over the held-out sentences. "
-            f"Without {'it' if one else 'them'} the MT/CP side would be "
-            + (f"{listed(clear)} alone. " if clear else "empty, and every finding *not tested*. "))
+            f"Leaving {'it' if one else 'them'} out as well ({side})")
     column = "verdict" + STRICT_GATE
     changed = run[run[column].notna() & (run.verdict != run[column])]
     if changed.empty:
-        return said + f"Leaving {'it' if one else 'them'} out as well would not change any verdict."
-    return (said + f"Leaving {'it' if one else 'them'} out as well, the same rule would say: "
-            + "; ".join(f"{f} *{v}*" for f, v in changed[column].items())
+        return said + " would not change any verdict."
+    return (said + ", the same rule would say: " + "; ".join(f"{f} *{v}*" for f, v in changed[column].items())
             + ": those verdicts rest on a model whose translation the sample of sentences cannot vouch for.")
 
 
