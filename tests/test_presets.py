@@ -28,7 +28,7 @@ LAB = dict(
     model_dim=128, model_layers=4, model_decoder_layers=2, model_ffn=512, model_heads=4, model_max_length=96,
     train_batch=32, train_mt_batch=16, train_lr=0.001, train_mt_lr=0.002, train_warmup=0.06, train_steps={"mlm": 1200, "dae": 800, "cp": 1000, "mt": 4000}, train_mt_short_first=32,
     train_steps_on_gpu=None,
-    train_checkpoint_every=200, train_log_every=10, train_workers=2, mt_languages=["en", "de", "fr"], mt_eval_verses=100, mt_eval_pairs=PAIRS,
+    train_checkpoint_every=200, train_log_every=10, train_workers=2, mt_languages=["en", "de", "fr"], mt_eval_verses=300, mt_eval_pairs=PAIRS,
     transfer_tasks=["genre", "xref", "retrieval"], transfer_seeds=[0, 1, 2], transfer_train_size=400,
     transfer_dev_size=150, transfer_eval_size=400, transfer_epochs=3, transfer_lr=0.001, transfer_batch_size=8,
     transfer_max_length=64, transfer_pair_head="match", transfer_head_norm=True, xglue_dir=None, preset="lab")
