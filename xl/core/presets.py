@@ -146,7 +146,7 @@ KEYS: dict[str, Key] = dict(
                      none="all the preset's languages"),
     # the gate's 95% intervals narrow as 1/sqrt(verses): over 100, the weakest chrF margins of lab-o2m and
     # lab-mt (3.4 [0.8, 5.5], 3.7 [1.1, 5.9]) left their passes in doubt; over 300 they are clear (3.6 [2.7, 4.5],
-    # 3.5 [2.7, 4.3]), for about 70 s more on the slower 2-core machine (issue 13)
+    # 3.5 [2.7, 4.3]), for about 70 s more on 2 cores (issue 13)
     mt_eval_verses=Key(300, int, "held-out verses per translation direction (chrF and the source-dependence "
                        "gate)", POSITIVE),
     mt_eval_pairs=Key(["de-en", "fr-en", "es-en", "ru-en", "zh-en", "hi-en", "en-de", "en-fr", "en-es", "en-ru",
